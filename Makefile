@@ -1,0 +1,44 @@
+# The two commands of the README: `make demo` (the main job, end to end) and `make test`.
+# Everything they need is installed here: a virtual environment in .venv, and Kafka, PostgreSQL
+# and Redis through scripts/services.py (data, logs and downloads under .cache/).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv services services-down demo test unit integration lint faults bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+services: venv
+	$(PY) scripts/services.py up
+
+services-down:
+	@if [ -x $(PY) ]; then $(PY) scripts/services.py down; else python3 scripts/services.py down; fi
+
+demo: services
+	$(PY) -m consumer demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest tests/unit -q
+
+integration: services
+	$(PY) -m pytest tests/integration -q
+
+test: services lint
+	$(PY) -m pytest tests -q
+
+clean: services-down
+	rm -rf .cache $(VENV)

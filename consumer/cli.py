@@ -1,0 +1,245 @@
+"""The `consumer` command (also `python -m consumer`): wiring only.
+
+    consumer migrate
+    consumer run [--batch-size N] [--batch-time-ms MS] [--processes N] [--topic T] [--group G]
+                 [--metrics-port P] [--exit-when-idle SECONDS]
+    consumer orgs create SLUG [--name NAME] [--id ID]
+    consumer projects create ORG_SLUG SLUG [--name NAME] [--id ID]
+    consumer produce [--count N] [--rate R] [--project-id ID ...]
+    consumer demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from consumer.errors import ConfigurationError
+from consumer.settings import Settings, load_settings
+
+logger = logging.getLogger("consumer")
+
+
+def _settings(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
+    return load_settings(config_file=args.config, overrides=overrides or {})
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from consumer.storage.migrate import migrate
+    from consumer.storage.pool import conninfo
+
+    settings = _settings(args)
+    applied = migrate(conninfo(settings.database))
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.version:04d}_{migration.name}")
+    else:
+        print("database schema is up to date")
+    return 0
+
+
+def _run_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    return {
+        "worker": {
+            "batch_size": args.batch_size,
+            "batch_time_ms": args.batch_time_ms,
+            "processes": args.processes,
+            "metrics_port": args.metrics_port,
+            "exit_when_idle": args.exit_when_idle,
+        },
+        "kafka": {"topic": args.topic, "group_id": args.group, "dlq_topic": args.dlq_topic},
+    }
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from consumer import metrics
+    from consumer.worker import run_worker
+
+    settings = _settings(args, _run_overrides(args))
+    logger.info(
+        "starting: topic=%s group=%s batch=%d/%dms kafka=%s db=%s redis=%s",
+        settings.kafka.topic, settings.kafka.group_id, settings.worker.batch_size,
+        settings.worker.batch_time_ms, settings.kafka.bootstrap_servers, settings.database.url,
+        settings.redis.url,
+    )
+    metrics.serve(settings.worker.metrics_host, settings.worker.metrics_port)
+    return run_worker(settings)
+
+
+def cmd_orgs_create(args: argparse.Namespace) -> int:
+    from consumer.storage.admin import create_organization
+    from consumer.storage.pool import conninfo
+
+    import psycopg
+
+    settings = _settings(args)
+    with psycopg.connect(conninfo(settings.database)) as conn:
+        org_id = create_organization(conn, args.slug, args.name, args.id)
+    print(org_id)
+    return 0
+
+
+def cmd_projects_create(args: argparse.Namespace) -> int:
+    from consumer.storage.admin import create_project
+    from consumer.storage.pool import conninfo
+
+    import psycopg
+
+    settings = _settings(args)
+    with psycopg.connect(conninfo(settings.database)) as conn:
+        row = conn.execute(
+            "SELECT id FROM sentry_organization WHERE slug = %s AND date_deleted IS NULL", (args.org,)
+        ).fetchone()
+        if row is None:
+            raise ConfigurationError(f"no organization with slug {args.org!r}")
+        project_id = create_project(conn, row[0], args.slug, args.name, args.id)
+    print(project_id)
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from consumer.loadgen.produce import produce_occurrences
+    from consumer.loadgen.sdk import event_stream
+
+    settings = _settings(args)
+    report = produce_occurrences(
+        settings.kafka.client_config(),
+        args.topic or settings.kafka.topic,
+        event_stream(seed=args.seed),
+        count=args.count,
+        project_ids=args.project_id or [1],
+        rate=args.rate,
+        seed=args.seed,
+    )
+    print(f"produced {report.sent} occurrences ({report.failed} failed) in {report.seconds:.1f}s")
+    return 0 if report.failed == 0 else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Migrate, create an organization and a project, produce SDK events, run until idle."""
+    import dataclasses
+
+    import psycopg
+
+    from consumer import metrics
+    from consumer.loadgen.produce import produce_occurrences
+    from consumer.loadgen.sdk import event_stream
+    from consumer.storage.admin import create_organization, create_project
+    from consumer.storage.migrate import migrate
+    from consumer.storage.pool import conninfo
+    from consumer.worker import committed_offsets, run_worker
+
+    settings = _settings(args)
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    topic = f"demo-occurrences-{run_id}"
+    group = f"demo-{run_id}"
+    settings = dataclasses.replace(
+        settings,
+        kafka=dataclasses.replace(settings.kafka, topic=topic, group_id=group, dlq_topic=f"{topic}-dlq"),
+        worker=dataclasses.replace(settings.worker, exit_when_idle=3.0),
+    )
+    info = conninfo(settings.database)
+    migrate(info)
+    with psycopg.connect(info) as conn:
+        org_id = create_organization(conn, "demo", "Demo Organization")
+        project_id = create_project(conn, org_id, "demo-backend", "Demo Backend")
+    print(f"demo: organization demo ({org_id}), project demo-backend ({project_id})")
+    _create_topic(settings, topic, partitions=4)
+    report = produce_occurrences(
+        settings.kafka.client_config(), topic, event_stream(), count=args.count, project_ids=[project_id]
+    )
+    print(f"demo: produced {report.sent} occurrences from sentry-sdk events to {topic}")
+    metrics.serve(settings.worker.metrics_host, settings.worker.metrics_port)
+    started = time.monotonic()
+    code = run_worker(settings, install_signals=True)
+    elapsed = time.monotonic() - started - settings.worker.exit_when_idle
+    saved = int(sum(
+        sample.value for sample in metrics.MESSAGES.collect()[0].samples
+        if sample.name.endswith("_total") and sample.labels.get("outcome") == "saved"
+    ))
+    offsets = committed_offsets(settings, topic, group)
+    print(f"demo: saved {saved} events in {elapsed:.1f}s ({saved / max(elapsed, 1e-6):,.0f} events/s)")
+    print(f"demo: committed offsets {dict(sorted(offsets.items()))}")
+    print(f"demo: metrics were served on http://127.0.0.1:{settings.worker.metrics_port}/metrics")
+    return code
+
+
+def _create_topic(settings: Settings, topic: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(settings.kafka.client_config())
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="consumer", description="Sentry generic-events consumer worker.")
+    parser.add_argument("--config", help="settings file (TOML); default $CONSUMER_CONFIG or config/consumer.toml")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: worker.log_level)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+
+    run = commands.add_parser("run", help="consume, save and commit until stopped")
+    run.add_argument("--batch-size", type=int, help="messages per batch (default 1000)")
+    run.add_argument("--batch-time-ms", type=int, help="longest wait to fill a batch (default 200)")
+    run.add_argument("--processes", type=int, help="worker processes in the consumer group (default 1)")
+    run.add_argument("--topic", help="input topic (default ingest-occurrences)")
+    run.add_argument("--dlq-topic", help="dead-letter topic (default ingest-occurrences-dlq)")
+    run.add_argument("--group", help="consumer group (default ingest-occurrences)")
+    run.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default 9100)")
+    run.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                     help="drain and exit once nothing arrived for SECONDS")
+    run.set_defaults(func=cmd_run)
+
+    orgs = commands.add_parser("orgs", help="organizations").add_subparsers(dest="action", required=True)
+    org_create = orgs.add_parser("create", help="create an organization, print its id")
+    org_create.add_argument("slug")
+    org_create.add_argument("--name")
+    org_create.add_argument("--id", type=int)
+    org_create.set_defaults(func=cmd_orgs_create)
+
+    projects = commands.add_parser("projects", help="projects").add_subparsers(dest="action", required=True)
+    project_create = projects.add_parser("create", help="create a project, print its id")
+    project_create.add_argument("org", help="organization slug")
+    project_create.add_argument("slug")
+    project_create.add_argument("--name")
+    project_create.add_argument("--id", type=int)
+    project_create.set_defaults(func=cmd_projects_create)
+
+    produce = commands.add_parser("produce", help="produce realistic occurrences (sentry-sdk events)")
+    produce.add_argument("--count", type=int, default=1000)
+    produce.add_argument("--rate", type=float, default=0.0, help="messages per second (0: unthrottled)")
+    produce.add_argument("--topic")
+    produce.add_argument("--project-id", type=int, action="append")
+    produce.add_argument("--seed", type=int, default=0)
+    produce.set_defaults(func=cmd_produce)
+
+    demo = commands.add_parser("demo", help="the whole job end to end on the local services")
+    demo.add_argument("--count", type=int, default=5000)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=(args.log_level or "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("arroyo").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except ConfigurationError as error:
+        print(f"consumer: configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

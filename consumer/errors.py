@@ -1,0 +1,43 @@
+"""The worker's exceptions, one rule per branch.
+
+    ConsumerError
+    ├── ConfigurationError      bad settings: refuse to start, exit code 2, say which setting
+    ├── BadMessage              one message's data is wrong: dead-letter it with `reason`, go on
+    │                           (raised only before batching; the save step never raises it)
+    ├── TransientError          infrastructure unavailable (PostgreSQL, Redis, Kafka): retry the
+    │                           whole batch with backoff, commit nothing meanwhile; past the
+    │                           retry deadline it becomes fatal and the worker exits non-zero
+    └── FatalError              the worker cannot go on safely (dead-letter guard tripped,
+                                retry deadline passed): stop without committing, exit non-zero
+
+Anything else is a bug: it propagates, arroyo terminates the strategy without committing, and
+the worker exits non-zero so its supervisor restarts it from the last committed offset.
+"""
+
+from __future__ import annotations
+
+
+class ConsumerError(Exception):
+    """Base of every exception the worker raises on purpose."""
+
+
+class ConfigurationError(ConsumerError):
+    """The settings cannot work; the message names the setting."""
+
+
+class BadMessage(ConsumerError):
+    """A message that can never be saved. `reason` is a short stable slug used as a metric label
+    and as the dead letter's `reason` header; `detail` is for humans."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class TransientError(ConsumerError):
+    """A dependency is unavailable; retrying the same batch later may succeed."""
+
+
+class FatalError(ConsumerError):
+    """The worker must stop; committing would be wrong and retrying will not help."""

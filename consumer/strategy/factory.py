@@ -1,0 +1,79 @@
+"""Builds the processing chain for each assignment, inside out (arroyo-notes §5.1):
+
+    Healthcheck (optional: touches a file a supervisor can probe)
+      → RunTask(Classify)                 decode and classify on the main thread; never raises
+        → Buffer(BatchBuffer)             batch by count, bytes and time
+          → SaveStep(BatchSaver)          save + dead letters on a background thread
+            → CommitOffsets               commit last, after the save returned
+
+The factory owns what lives across assignments (the saver, its pools and producer); a fresh
+chain is built on every (re)assignment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from arroyo.backends.kafka import KafkaPayload
+from arroyo.processing.strategies import (
+    CommitOffsets,
+    Healthcheck,
+    ProcessingStrategy,
+    ProcessingStrategyFactory,
+    RunTask,
+)
+from arroyo.processing.strategies.buffer import Buffer
+from arroyo.types import Commit, Partition
+
+from consumer.settings import WorkerSettings
+from consumer.strategy.batch import Batch, BatchBuffer
+from consumer.strategy.decode import Classify
+from consumer.strategy.idle import IdleMonitor
+from consumer.strategy.items import Item
+from consumer.strategy.save_step import SaveStep
+
+SaveBatch = Callable[..., None]
+
+
+class StrategyFactory(ProcessingStrategyFactory[KafkaPayload]):
+    def __init__(
+        self,
+        classify: Classify,
+        save_batch: SaveBatch,
+        worker: WorkerSettings,
+        *,
+        idle: IdleMonitor | None = None,
+        on_shutdown: Callable[[], None] | None = None,
+        wrap_commit: Callable[[Commit], Commit] | None = None,
+    ) -> None:
+        self.classify = classify
+        self.save_batch = save_batch
+        self.worker = worker
+        self.idle = idle
+        self.on_shutdown = on_shutdown
+        self.wrap_commit = wrap_commit
+
+    def create_with_partitions(
+        self, commit: Commit, partitions: Mapping[Partition, int]
+    ) -> ProcessingStrategy[KafkaPayload]:
+        if self.wrap_commit is not None:
+            commit = self.wrap_commit(commit)
+        if self.idle is not None:
+            self.idle.assigned()
+        save = SaveStep(self.save_batch, CommitOffsets(commit), self.idle)
+        batch: Buffer[Item, Batch] = Buffer(
+            BatchBuffer(
+                max_messages=self.worker.batch_size,
+                max_bytes=self.worker.batch_bytes,
+                max_time=self.worker.batch_time_ms / 1000,
+            ),
+            save,
+        )
+        chain: ProcessingStrategy[KafkaPayload] = RunTask(self.classify, batch, better_backpressure=True)
+        if self.worker.healthcheck_file:
+            chain = Healthcheck(self.worker.healthcheck_file, chain)
+        return chain
+
+    def shutdown(self) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()

@@ -1,0 +1,158 @@
+"""The work of one batch, run on the save thread: save the accepted jobs, dead-letter the bad
+messages (acknowledged by the broker), count the skipped ones. Returns only when all of that is
+durable; only then may the batch's offsets be committed.
+
+Transient failures (PostgreSQL, Redis or Kafka unavailable) retry the whole batch with
+exponential backoff; every write is idempotent, so a retry that repeats work is harmless. Past
+`retry_deadline` the batch fails with FatalError and the worker exits non-zero without
+committing. A cancel event (set on drain or terminate) abandons the retries with `Abandoned`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+
+import tenacity
+from arroyo.types import BaseValue
+
+from consumer import metrics
+from consumer.errors import ConsumerError, FatalError, TransientError
+from consumer.pipeline.job import Job
+from consumer.pipeline.save import SaveResult
+from consumer.strategy.batch import Batch
+from consumer.strategy.dlq import DeadLetter, DeadLetterProducer
+from consumer.strategy.guard import DeadLetterGuard
+from consumer.strategy.items import Accepted, Rejected, Skipped
+
+logger = logging.getLogger(__name__)
+
+
+class Abandoned(ConsumerError):
+    """The batch was given up because the worker is stopping; nothing of it is committed."""
+
+
+class Saver(Protocol):
+    def save(self, jobs: Sequence[Job]) -> SaveResult:
+        """Save the jobs; return those found unsaveable (by index). Raises TransientError."""
+        ...
+
+
+class BatchSaver:
+    def __init__(
+        self,
+        saver: Saver,
+        dead_letters: DeadLetterProducer,
+        guard: DeadLetterGuard,
+        *,
+        retry_deadline: float,
+    ) -> None:
+        self.saver = saver
+        self.dead_letters = dead_letters
+        self.guard = guard
+        self.retry_deadline = retry_deadline
+
+    def __call__(self, batch: Batch, cancel: threading.Event) -> None:
+        """Save one batch; `cancel` set by the save step abandons retries (raises Abandoned)."""
+        started = time.perf_counter()
+        jobs: list[Job] = []
+        job_values: list[BaseValue[Accepted]] = []
+        letters: list[DeadLetter] = []
+        skipped: dict[str, int] = {}
+        size = 0
+        for value in batch:
+            item = value.payload
+            size += item.size
+            if isinstance(item, Accepted):
+                jobs.append(item.job)
+                job_values.append(value)  # type: ignore[arg-type]  # narrowed by the isinstance
+            elif isinstance(item, Skipped):
+                skipped[item.reason] = skipped.get(item.reason, 0) + 1
+            else:
+                assert isinstance(item, Rejected)
+                letters.append(
+                    DeadLetter(item.payload, item.reason, item.detail, value.partition.topic.name,
+                               value.partition.index, value.offset)
+                )
+
+        guarded = False
+        result = SaveResult()
+
+        def attempt() -> None:
+            nonlocal guarded, result
+            result = self.saver.save(jobs)
+            late = []
+            for index, (reason, detail) in result.rejected.items():
+                value = job_values[index]
+                late.append(
+                    DeadLetter(value.payload.payload, reason, detail, value.partition.topic.name,
+                               value.partition.index, value.offset)
+                )
+            all_letters = letters + late
+            if not guarded:
+                self.guard.check(len(batch) - len(all_letters), len(all_letters))
+                guarded = True
+            with _timed("dead_letters"):
+                self.dead_letters.produce_and_wait(all_letters)
+
+        self._retrying(attempt, cancel)
+
+        for reason, count in skipped.items():
+            metrics.count_messages("skipped", reason, count)
+        for reason, count in _count(result.skipped.values()).items():
+            metrics.count_messages("skipped", reason, count)
+        dead = [letter.reason for letter in letters] + [reason for reason, _ in result.rejected.values()]
+        for reason, count in _count(dead).items():
+            metrics.count_messages("dead_lettered", reason, count)
+            metrics.DEAD_LETTERS.labels(reason).inc(count)
+        saved = len(jobs) - len(result.skipped) - len(result.rejected)
+        metrics.count_messages("saved", "", saved)
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.BATCH_BYTES.observe(size)
+        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+        logger.debug("batch of %d saved: %d saved, %d dead letters", len(batch), saved, len(dead))
+
+    def _retrying(self, attempt: Callable[[], None], cancel: threading.Event) -> None:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            metrics.SAVE_FAILURES.labels("transient").inc()
+            metrics.PAUSED.set(1)
+            error = state.outcome.exception() if state.outcome else None
+            logger.warning("batch save failed (attempt %d), retrying: %s", state.attempt_number, error)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientError),
+            wait=tenacity.wait_exponential_jitter(initial=0.2, max=10.0),
+            stop=tenacity.stop_after_delay(self.retry_deadline) | tenacity.stop_when_event_set(cancel),
+            sleep=lambda seconds: cancel.wait(seconds) and None,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            retrying(attempt)
+        except TransientError as error:
+            if cancel.is_set():
+                raise Abandoned(f"batch abandoned while retrying: {error}") from error
+            metrics.SAVE_FAILURES.labels("fatal").inc()
+            raise FatalError(f"batch save still failing after {self.retry_deadline:.0f}s: {error}") from error
+        finally:
+            metrics.PAUSED.set(0)
+
+
+@contextmanager
+def _timed(step: metrics.Step) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.observe_step(step, time.perf_counter() - started)
+
+
+def _count(reasons: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts

@@ -1,0 +1,194 @@
+"""One worker process: build the storage, the pipeline and the arroyo processor, run until told
+to stop, drain, and say how it ended.
+
+Exit codes: 0 after a drain (SIGTERM, SIGINT, `--exit-when-idle`); 1 when the worker had to stop
+without committing (FatalError, a bug, an infrastructure outage past the retry deadline);
+2 for bad settings. A supervisor restarts on non-zero; the worker resumes from the last commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from arroyo.backends.kafka import KafkaConsumer
+from arroyo.backends.kafka.configuration import build_kafka_consumer_configuration, stats_callback
+from arroyo.commit import IMMEDIATE
+from arroyo.processing import StreamProcessor
+from arroyo.types import Commit, Partition, Topic
+
+from consumer import metrics
+from consumer.errors import ConsumerError, FatalError, TransientError
+from consumer.pipeline.message import decode
+from consumer.pipeline.save import EventSaver, SaveContext
+from consumer.settings import Settings
+from consumer.storage.nodestore import NodeStore
+from consumer.storage.pool import create_pool
+from consumer.strategy.decode import Classify
+from consumer.strategy.dlq import DeadLetterProducer
+from consumer.strategy.factory import StrategyFactory
+from consumer.strategy.guard import DeadLetterGuard
+from consumer.strategy.idle import IdleMonitor
+from consumer.strategy.saver import BatchSaver
+
+logger = logging.getLogger(__name__)
+
+
+def consumer_config(settings: Settings, *, group_id: str | None = None) -> dict[str, Any]:
+    kafka = settings.kafka
+    config = build_kafka_consumer_configuration(
+        default_config={
+            **kafka.client_config(),
+            "auto.commit.interval.ms": kafka.auto_commit_interval_ms,
+            "max.poll.interval.ms": kafka.max_poll_interval_ms,
+            "session.timeout.ms": kafka.session_timeout_ms,
+            "fetch.max.bytes": max(kafka.max_message_bytes * 2, 52_428_800),
+        },
+        group_id=group_id or kafka.group_id,
+        auto_offset_reset=kafka.auto_offset_reset,
+        strict_offset_reset=kafka.strict_offset_reset,
+        queued_max_messages_kbytes=kafka.queued_max_messages_kbytes,
+    )
+    config["stats_cb"] = _stats
+    return dict(config)
+
+
+def _stats(stats_json: str) -> None:
+    """librdkafka statistics (every second): committed offset and lag per owned partition."""
+    stats_callback(stats_json)
+    try:
+        stats = json.loads(stats_json)
+    except ValueError:
+        return
+    for topic_name, topic in (stats.get("topics") or {}).items():
+        for partition_id, partition in (topic.get("partitions") or {}).items():
+            if partition_id == "-1" or not partition.get("fetch_state") or partition.get("fetch_state") == "none":
+                continue
+            committed = partition.get("committed_offset", -1001)
+            if committed >= 0:
+                previous = metrics.COMMITTED_OFFSET.labels(topic_name, partition_id)._value.get()  # noqa: SLF001
+                if committed != previous:
+                    metrics.LAST_COMMIT.set(time.time())
+                metrics.COMMITTED_OFFSET.labels(topic_name, partition_id).set(committed)
+            lag = partition.get("consumer_lag", -1)
+            if lag >= 0:
+                metrics.CONSUMER_LAG.labels(topic_name, partition_id).set(lag)
+
+
+@dataclass
+class Resources:
+    """What a worker process opens, and closes on the way out."""
+
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        while self.closers:
+            closer = self.closers.pop()
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing must go on; the failure is logged
+                logger.exception("error while closing %r", closer)
+
+
+def build_factory(
+    settings: Settings,
+    *,
+    idle: IdleMonitor | None = None,
+    wrap_commit: Callable[[Commit], Commit] | None = None,
+) -> tuple[StrategyFactory, Resources]:
+    """Open the pools and the producer and build the strategy factory (also used by tests)."""
+    resources = Resources()
+    pool = create_pool(settings.database)
+    resources.closers.append(pool.close)
+    nodestore = NodeStore(pool, compression_level=settings.worker.nodestore_compression_level)
+    saver = EventSaver(SaveContext(nodestore=nodestore))
+    dead_letters = DeadLetterProducer(settings.kafka.client_config(), settings.kafka.dlq_topic)
+    resources.closers.append(dead_letters.close)
+    batch_saver = BatchSaver(
+        saver,
+        dead_letters,
+        DeadLetterGuard(settings.worker.dlq_guard_window, settings.worker.dlq_guard_ratio),
+        retry_deadline=settings.worker.retry_deadline,
+    )
+    factory = StrategyFactory(
+        Classify(decode, settings.kafka.max_message_bytes, idle),
+        batch_saver,
+        settings.worker,
+        idle=idle,
+        on_shutdown=resources.close,
+        wrap_commit=wrap_commit,
+    )
+    return factory, resources
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    install_signals: bool = True,
+    wrap_commit: Callable[[Commit], Commit] | None = None,
+) -> int:
+    """Run one worker until drained or failed; return its exit code."""
+    metrics.configure_arroyo_metrics()
+    idle = IdleMonitor(settings.worker.exit_when_idle) if settings.worker.exit_when_idle > 0 else None
+    try:
+        factory, resources = build_factory(settings, idle=idle, wrap_commit=wrap_commit)
+    except TransientError as error:
+        logger.error("cannot start: %s", error)
+        return 1
+    processor: StreamProcessor[Any] = StreamProcessor(
+        KafkaConsumer(consumer_config(settings)),
+        Topic(settings.kafka.topic),
+        factory,
+        commit_policy=IMMEDIATE,
+        join_timeout=settings.worker.join_timeout,
+        stuck_detector_timeout=max(60, int(settings.kafka.max_poll_interval_ms / 1000)),
+    )
+    stop_watch = threading.Event()
+    if install_signals:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            logger.info("signal %s: draining", signal.Signals(signum).name)
+            processor.signal_shutdown()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    if idle is not None:
+        idle.watch(processor.signal_shutdown, stop_watch)
+    metrics.UP.set(1)
+    try:
+        processor.run()
+    except ConsumerError as error:
+        level = logging.ERROR if isinstance(error, FatalError) else logging.WARNING
+        logger.log(level, "worker stopped: %s", error)
+        return 1
+    except Exception:
+        logger.exception("worker crashed")
+        return 1
+    finally:
+        stop_watch.set()
+        metrics.UP.set(0)
+        resources.close()
+    logger.info("worker drained and stopped")
+    return 0
+
+
+def committed_offsets(settings: Settings, topic: str, group_id: str) -> dict[int, int]:
+    """The group's committed offsets per partition (for tests, demo and bench summaries)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    client = Consumer({**settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False})
+    try:
+        metadata = client.list_topics(topic, timeout=10)
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        return {tp.partition: tp.offset for tp in client.committed(partitions, timeout=10)}
+    finally:
+        client.close()
+
+
+__all__ = ["Partition", "build_factory", "committed_offsets", "consumer_config", "run_worker"]

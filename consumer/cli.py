@@ -1,12 +1,12 @@
 """The `consumer` command (also `python -m consumer`): wiring only.
 
-    consumer migrate
-    consumer run [--batch-size N] [--batch-time-ms MS] [--processes N] [--topic T] [--group G]
-                 [--metrics-port P] [--exit-when-idle SECONDS]
-    consumer orgs create SLUG [--name NAME] [--id ID]
-    consumer projects create ORG_SLUG SLUG [--name NAME] [--id ID]
-    consumer produce [--count N] [--rate R] [--project-id ID ...]
-    consumer demo
+consumer migrate
+consumer run [--batch-size N] [--batch-time-ms MS] [--processes N] [--topic T] [--group G]
+             [--metrics-port P] [--exit-when-idle SECONDS]
+consumer orgs create SLUG [--name NAME] [--id ID]
+consumer projects create ORG_SLUG SLUG [--name NAME] [--id ID]
+consumer produce [--count N] [--rate R] [--project-id ID ...]
+consumer demo
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from consumer.settings import Settings, load_settings
 logger = logging.getLogger("consumer")
 
 
-def _settings(args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
+def _settings(
+    args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None
+) -> Settings:
     return load_settings(config_file=args.config, overrides=overrides or {})
 
 
@@ -62,8 +64,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args, _run_overrides(args))
     logger.info(
         "starting: topic=%s group=%s batch=%d/%dms kafka=%s db=%s redis=%s",
-        settings.kafka.topic, settings.kafka.group_id, settings.worker.batch_size,
-        settings.worker.batch_time_ms, settings.kafka.bootstrap_servers, settings.database.url,
+        settings.kafka.topic,
+        settings.kafka.group_id,
+        settings.worker.batch_size,
+        settings.worker.batch_time_ms,
+        settings.kafka.bootstrap_servers,
+        settings.database.url,
         settings.redis.url,
     )
     metrics.serve(settings.worker.metrics_host, settings.worker.metrics_port)
@@ -71,10 +77,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_orgs_create(args: argparse.Namespace) -> int:
+    import psycopg
+
     from consumer.storage.admin import create_organization
     from consumer.storage.pool import conninfo
-
-    import psycopg
 
     settings = _settings(args)
     with psycopg.connect(conninfo(settings.database)) as conn:
@@ -84,15 +90,16 @@ def cmd_orgs_create(args: argparse.Namespace) -> int:
 
 
 def cmd_projects_create(args: argparse.Namespace) -> int:
+    import psycopg
+
     from consumer.storage.admin import create_project
     from consumer.storage.pool import conninfo
-
-    import psycopg
 
     settings = _settings(args)
     with psycopg.connect(conninfo(settings.database)) as conn:
         row = conn.execute(
-            "SELECT id FROM sentry_organization WHERE slug = %s AND date_deleted IS NULL", (args.org,)
+            "SELECT id FROM sentry_organization WHERE slug = %s AND date_deleted IS NULL",
+            (args.org,),
         ).fetchone()
         if row is None:
             raise ConfigurationError(f"no organization with slug {args.org!r}")
@@ -139,7 +146,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     group = f"demo-{run_id}"
     settings = dataclasses.replace(
         settings,
-        kafka=dataclasses.replace(settings.kafka, topic=topic, group_id=group, dlq_topic=f"{topic}-dlq"),
+        kafka=dataclasses.replace(
+            settings.kafka, topic=topic, group_id=group, dlq_topic=f"{topic}-dlq"
+        ),
         worker=dataclasses.replace(settings.worker, exit_when_idle=3.0),
     )
     info = conninfo(settings.database)
@@ -150,61 +159,84 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: organization demo ({org_id}), project demo-backend ({project_id})")
     _create_topic(settings, topic, partitions=4)
     report = produce_occurrences(
-        settings.kafka.client_config(), topic, event_stream(), count=args.count, project_ids=[project_id]
+        settings.kafka.client_config(),
+        topic,
+        event_stream(),
+        count=args.count,
+        project_ids=[project_id],
     )
     print(f"demo: produced {report.sent} occurrences from sentry-sdk events to {topic}")
     metrics.serve(settings.worker.metrics_host, settings.worker.metrics_port)
     started = time.monotonic()
     code = run_worker(settings, install_signals=True)
     elapsed = time.monotonic() - started - settings.worker.exit_when_idle
-    saved = int(sum(
-        sample.value for sample in metrics.MESSAGES.collect()[0].samples
-        if sample.name.endswith("_total") and sample.labels.get("outcome") == "saved"
-    ))
+    saved = int(metrics.total(metrics.MESSAGES, outcome="saved"))
     offsets = committed_offsets(settings, topic, group)
-    print(f"demo: saved {saved} events in {elapsed:.1f}s ({saved / max(elapsed, 1e-6):,.0f} events/s)")
+    print(
+        f"demo: saved {saved} events in {elapsed:.1f}s ({saved / max(elapsed, 1e-6):,.0f} events/s)"
+    )
     print(f"demo: committed offsets {dict(sorted(offsets.items()))}")
     print(f"demo: metrics were served on http://127.0.0.1:{settings.worker.metrics_port}/metrics")
     return code
 
 
 def _create_topic(settings: Settings, topic: str, partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(settings.kafka.client_config())
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+    )
     for future in futures.values():
         future.result(timeout=30)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="consumer", description="Sentry generic-events consumer worker.")
-    parser.add_argument("--config", help="settings file (TOML); default $CONSUMER_CONFIG or config/consumer.toml")
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: worker.log_level)")
+    parser = argparse.ArgumentParser(
+        prog="consumer", description="Sentry generic-events consumer worker."
+    )
+    parser.add_argument(
+        "--config", help="settings file (TOML); default $CONSUMER_CONFIG or config/consumer.toml"
+    )
+    parser.add_argument(
+        "--log-level", default=None, help="DEBUG, INFO, WARNING (default: worker.log_level)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
+        func=cmd_migrate
+    )
 
     run = commands.add_parser("run", help="consume, save and commit until stopped")
     run.add_argument("--batch-size", type=int, help="messages per batch (default 1000)")
     run.add_argument("--batch-time-ms", type=int, help="longest wait to fill a batch (default 200)")
-    run.add_argument("--processes", type=int, help="worker processes in the consumer group (default 1)")
+    run.add_argument(
+        "--processes", type=int, help="worker processes in the consumer group (default 1)"
+    )
     run.add_argument("--topic", help="input topic (default ingest-occurrences)")
     run.add_argument("--dlq-topic", help="dead-letter topic (default ingest-occurrences-dlq)")
     run.add_argument("--group", help="consumer group (default ingest-occurrences)")
     run.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default 9100)")
-    run.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
-                     help="drain and exit once nothing arrived for SECONDS")
+    run.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="drain and exit once nothing arrived for SECONDS",
+    )
     run.set_defaults(func=cmd_run)
 
-    orgs = commands.add_parser("orgs", help="organizations").add_subparsers(dest="action", required=True)
+    orgs = commands.add_parser("orgs", help="organizations").add_subparsers(
+        dest="action", required=True
+    )
     org_create = orgs.add_parser("create", help="create an organization, print its id")
     org_create.add_argument("slug")
     org_create.add_argument("--name")
     org_create.add_argument("--id", type=int)
     org_create.set_defaults(func=cmd_orgs_create)
 
-    projects = commands.add_parser("projects", help="projects").add_subparsers(dest="action", required=True)
+    projects = commands.add_parser("projects", help="projects").add_subparsers(
+        dest="action", required=True
+    )
     project_create = projects.add_parser("create", help="create a project, print its id")
     project_create.add_argument("org", help="organization slug")
     project_create.add_argument("slug")
@@ -212,9 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     project_create.add_argument("--id", type=int)
     project_create.set_defaults(func=cmd_projects_create)
 
-    produce = commands.add_parser("produce", help="produce realistic occurrences (sentry-sdk events)")
+    produce = commands.add_parser(
+        "produce", help="produce realistic occurrences (sentry-sdk events)"
+    )
     produce.add_argument("--count", type=int, default=1000)
-    produce.add_argument("--rate", type=float, default=0.0, help="messages per second (0: unthrottled)")
+    produce.add_argument(
+        "--rate", type=float, default=0.0, help="messages per second (0: unthrottled)"
+    )
     produce.add_argument("--topic")
     produce.add_argument("--project-id", type=int, action="append")
     produce.add_argument("--seed", type=int, default=0)

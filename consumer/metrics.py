@@ -40,7 +40,9 @@ Step = Literal[
     "projects",
     "dead_letters",
 ]
-Cache = Literal["model", "indexer", "release_link", "environment_link", "project_options", "user_agent"]
+Cache = Literal[
+    "model", "indexer", "release_link", "environment_link", "project_options", "user_agent"
+]
 CacheResult = Literal["hit", "miss", "error", "stale", "invalid"]
 Table = Literal[
     "nodestore_node",
@@ -52,7 +54,22 @@ Table = Literal[
     "sentry_project",
 ]
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 AGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0)
 
@@ -61,7 +78,8 @@ MESSAGES = Counter(
 )
 BATCH_SIZE = Histogram("consumer_batch_size", "Messages per batch.", buckets=SIZE_BUCKETS)
 BATCH_BYTES = Histogram(
-    "consumer_batch_bytes", "Bytes of message values per batch.",
+    "consumer_batch_bytes",
+    "Bytes of message values per batch.",
     buckets=(1e3, 1e4, 1e5, 5e5, 1e6, 4e6, 16e6, 64e6),
 )
 BATCH_DURATION = Histogram(
@@ -76,14 +94,18 @@ STEP_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 CACHE_REQUESTS = Counter(
-    "consumer_cache_requests", "Cache lookups by cache and result (hit, miss, error...).", ["cache", "result"]
+    "consumer_cache_requests",
+    "Cache lookups by cache and result (hit, miss, error...).",
+    ["cache", "result"],
 )
 ROWS_WRITTEN = Counter("consumer_rows_written", "Rows inserted or updated, by table.", ["table"])
 DEAD_LETTERS = Counter(
     "consumer_dead_letters", "Messages produced to the dead-letter topic, by reason.", ["reason"]
 )
 SAVE_FAILURES = Counter(
-    "consumer_save_failures", "Batch save attempts that failed, by kind (transient, fatal).", ["kind"]
+    "consumer_save_failures",
+    "Batch save attempts that failed, by kind (transient, fatal).",
+    ["kind"],
 )
 COMMITTED_OFFSET = Gauge(
     "consumer_committed_offset",
@@ -108,7 +130,9 @@ EVENT_AGE = Histogram(
     buckets=AGE_BUCKETS,
 )
 PAUSED = Gauge(
-    "consumer_paused", "1 while consumption is paused because saves are failing.", multiprocess_mode="max"
+    "consumer_paused",
+    "1 while consumption is paused because saves are failing.",
+    multiprocess_mode="max",
 )
 UP = Gauge("consumer_up", "1 while a worker process is running.", multiprocess_mode="livesum")
 EVENT_PROCESSING_FLAGS = Counter(
@@ -116,6 +140,18 @@ EVENT_PROCESSING_FLAGS = Counter(
     "Events whose _metrics carry a processing flag (flag.processing.error / .fatal).",
     ["flag"],
 )
+
+
+def total(counter: Counter, **labels: str) -> float:
+    """Sum of a counter's samples whose labels include `labels` (for summaries and tests)."""
+    result = 0.0
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and all(
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
+                result += sample.value
+    return result
 
 
 def observe_step(step: Step, seconds: float) -> None:
@@ -207,19 +243,25 @@ class ArroyoMetrics:
         tags = tags or {}
         return metric.labels(*(str(tags.get(label, "")) for label in labels))
 
-    def increment(self, name: MetricName, value: int | float = 1, tags: Mapping[str, str] | None = None) -> None:
+    def increment(
+        self, name: MetricName, value: int | float = 1, tags: Mapping[str, str] | None = None
+    ) -> None:
         metric, labels = self._get("increment", name, tags)
         bound = self._bind(metric, labels, tags)
         assert isinstance(bound, Counter)
         bound.inc(value)
 
-    def gauge(self, name: MetricName, value: int | float, tags: Mapping[str, str] | None = None) -> None:
+    def gauge(
+        self, name: MetricName, value: int | float, tags: Mapping[str, str] | None = None
+    ) -> None:
         metric, labels = self._get("gauge", name, tags)
         bound = self._bind(metric, labels, tags)
         assert isinstance(bound, Gauge)
         bound.set(value)
 
-    def timing(self, name: MetricName, value: int | float, tags: Mapping[str, str] | None = None) -> None:
+    def timing(
+        self, name: MetricName, value: int | float, tags: Mapping[str, str] | None = None
+    ) -> None:
         kind = "window" if name in _WINDOW_SUMS else "timing"
         metric, labels = self._get(kind, name, tags)
         bound = self._bind(metric, labels, tags)
@@ -230,11 +272,14 @@ class ArroyoMetrics:
             bound.observe(float(value))
 
 
+_ARROYO_METRICS = ArroyoMetrics()
+
+
 def configure_arroyo_metrics() -> None:
-    """Route arroyo's metrics to Prometheus; call once per process before building a consumer."""
+    """Route arroyo's metrics to Prometheus; call before building a consumer (idempotent)."""
     from arroyo import configure_metrics
 
-    configure_metrics(ArroyoMetrics(), force=True)
+    configure_metrics(_ARROYO_METRICS, force=True)
 
 
 def serve(host: str, port: int) -> None:
@@ -243,7 +288,7 @@ def serve(host: str, port: int) -> None:
         return
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         _start_http_server(port, addr=host, registry=registry)
     else:
         _start_http_server(port, addr=host)

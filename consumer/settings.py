@@ -75,8 +75,14 @@ def redact_url(url: str) -> str:
 
 # librdkafka settings whose values are secrets.
 SECRET_KAFKA_KEYS = frozenset(
-    {"sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret",
-     "ssl.key.pem", "ssl_key"}
+    {
+        "sasl.password",
+        "ssl.key.password",
+        "ssl.keystore.password",
+        "sasl.oauthbearer.client.secret",
+        "ssl.key.pem",
+        "ssl_key",
+    }
 )
 
 
@@ -97,9 +103,9 @@ class KafkaSettings:
     # Values of SECRET_KAFKA_KEYS are kept as Secret.
     extra: Mapping[str, str | Secret] = field(default_factory=dict)
 
-    def client_config(self) -> dict[str, str]:
+    def client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by consumers, producers and admin clients (secrets revealed)."""
-        config = {"bootstrap.servers": self.bootstrap_servers}
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
         for key, value in self.extra.items():
             config[key] = value.reveal() if isinstance(value, Secret) else value
         return config
@@ -107,7 +113,9 @@ class KafkaSettings:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    url: SecretUrl = field(default_factory=lambda: SecretUrl("postgresql://postgres@127.0.0.1:5432/consumer"))
+    url: SecretUrl = field(
+        default_factory=lambda: SecretUrl("postgresql://postgres@127.0.0.1:5432/consumer")
+    )
     pool_min_size: int = 1
     pool_max_size: int = 4
     connect_timeout: float = 5.0
@@ -189,7 +197,9 @@ def _coerce(section: str, name: str, annotation: Any, raw: Any, source: str) -> 
             raw = dict(item.split("=", 1) for item in raw.split(",") if item.strip())
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"{where}: expected a table of librdkafka settings")
-        return {str(k): Secret(str(v)) if k in SECRET_KAFKA_KEYS else str(v) for k, v in raw.items()}
+        return {
+            str(k): Secret(str(v)) if k in SECRET_KAFKA_KEYS else str(v) for k, v in raw.items()
+        }
     if annotation is SecretUrl or annotation == "SecretUrl":
         if not isinstance(raw, str) or "://" not in raw:
             raise ConfigurationError(f"{where}: expected a URL such as scheme://host:port/...")
@@ -218,7 +228,9 @@ def _coerce(section: str, name: str, annotation: Any, raw: Any, source: str) -> 
                 raise ValueError(raw)
             return str(raw)
     except ValueError:
-        raise ConfigurationError(f"{where}: {raw!r} is not a valid {getattr(target, '__name__', target)}") from None
+        raise ConfigurationError(
+            f"{where}: {raw!r} is not a valid {getattr(target, '__name__', target)}"
+        ) from None
     raise ConfigurationError(f"{where}: unsupported setting type {annotation!r}")
 
 
@@ -255,7 +267,9 @@ def load_settings(
         try:
             document = tomllib.loads(path.read_text())
         except OSError as error:
-            raise ConfigurationError(f"cannot read settings file {path}: {error.strerror}") from None
+            raise ConfigurationError(
+                f"cannot read settings file {path}: {error.strerror}"
+            ) from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigurationError(f"settings file {path} is not valid TOML: {error}") from None
         for section, table in document.items():
@@ -264,7 +278,9 @@ def load_settings(
             known = _fields(SECTIONS[section])
             for name, raw in table.items():
                 if name not in known:
-                    raise ConfigurationError(f"settings file {path}: unknown setting {section}.{name}")
+                    raise ConfigurationError(
+                        f"settings file {path}: unknown setting {section}.{name}"
+                    )
                 values[section][name] = (raw, str(path))
 
     for section, cls in SECTIONS.items():
@@ -303,24 +319,41 @@ def validate(settings: Settings) -> None:
         (0 <= w.metrics_port <= 65535, "worker.metrics_port must be a TCP port (0 disables)"),
         (0 < w.dlq_guard_ratio <= 1, "worker.dlq_guard_ratio must be in (0, 1]"),
         (w.dlq_guard_window >= 10, "worker.dlq_guard_window must be at least 10"),
-        (-1 <= w.nodestore_compression_level <= 9, "worker.nodestore_compression_level must be -1..9"),
+        (
+            -1 <= w.nodestore_compression_level <= 9,
+            "worker.nodestore_compression_level must be -1..9",
+        ),
         (w.retry_deadline > 0, "worker.retry_deadline must be positive"),
         (w.join_timeout > 0, "worker.join_timeout must be positive"),
-        (k.auto_offset_reset in {"earliest", "latest", "error"},
-         "kafka.auto_offset_reset must be earliest, latest or error"),
-        (k.session_timeout_ms <= k.max_poll_interval_ms,
-         "kafka.session_timeout_ms must not exceed kafka.max_poll_interval_ms"),
-        (w.join_timeout * 1000 < k.max_poll_interval_ms,
-         "worker.join_timeout must be shorter than kafka.max_poll_interval_ms"),
-        (bool(k.topic) and bool(k.dlq_topic) and k.topic != k.dlq_topic,
-         "kafka.topic and kafka.dlq_topic must be set and differ"),
+        (
+            k.auto_offset_reset in {"earliest", "latest", "error"},
+            "kafka.auto_offset_reset must be earliest, latest or error",
+        ),
+        (
+            k.session_timeout_ms <= k.max_poll_interval_ms,
+            "kafka.session_timeout_ms must not exceed kafka.max_poll_interval_ms",
+        ),
+        (
+            w.join_timeout * 1000 < k.max_poll_interval_ms,
+            "worker.join_timeout must be shorter than kafka.max_poll_interval_ms",
+        ),
+        (
+            bool(k.topic) and bool(k.dlq_topic) and k.topic != k.dlq_topic,
+            "kafka.topic and kafka.dlq_topic must be set and differ",
+        ),
         (bool(k.group_id), "kafka.group_id must be set"),
-        (d.pool_min_size >= 1 and d.pool_max_size >= d.pool_min_size,
-         "database.pool_max_size must be >= database.pool_min_size >= 1"),
-        (settings.database.url.reveal().startswith(("postgresql://", "postgres://")),
-         "DATABASE_URL must be a postgresql:// URL"),
-        (settings.redis.url.reveal().startswith(("redis://", "rediss://", "unix://")),
-         "REDIS_URL must be a redis://, rediss:// or unix:// URL"),
+        (
+            d.pool_min_size >= 1 and d.pool_max_size >= d.pool_min_size,
+            "database.pool_max_size must be >= database.pool_min_size >= 1",
+        ),
+        (
+            settings.database.url.reveal().startswith(("postgresql://", "postgres://")),
+            "DATABASE_URL must be a postgresql:// URL",
+        ),
+        (
+            settings.redis.url.reveal().startswith(("redis://", "rediss://", "unix://")),
+            "REDIS_URL must be a redis://, rediss:// or unix:// URL",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -329,4 +362,6 @@ def validate(settings: Settings) -> None:
 
 def with_changes(settings: Settings, section: str, **changes: Any) -> Settings:
     """A copy of `settings` with some fields of one section replaced (used by tests and bench)."""
-    return dataclasses.replace(settings, **{section: dataclasses.replace(getattr(settings, section), **changes)})
+    return dataclasses.replace(
+        settings, **{section: dataclasses.replace(getattr(settings, section), **changes)}
+    )

@@ -69,11 +69,15 @@ def _stats(stats_json: str) -> None:
         return
     for topic_name, topic in (stats.get("topics") or {}).items():
         for partition_id, partition in (topic.get("partitions") or {}).items():
-            if partition_id == "-1" or not partition.get("fetch_state") or partition.get("fetch_state") == "none":
+            if (
+                partition_id == "-1"
+                or not partition.get("fetch_state")
+                or partition.get("fetch_state") == "none"
+            ):
                 continue
             committed = partition.get("committed_offset", -1001)
             if committed >= 0:
-                previous = metrics.COMMITTED_OFFSET.labels(topic_name, partition_id)._value.get()  # noqa: SLF001
+                previous = metrics.COMMITTED_OFFSET.labels(topic_name, partition_id)._value.get()
                 if committed != previous:
                     metrics.LAST_COMMIT.set(time.time())
                 metrics.COMMITTED_OFFSET.labels(topic_name, partition_id).set(committed)
@@ -93,7 +97,7 @@ class Resources:
             closer = self.closers.pop()
             try:
                 closer()
-            except Exception:  # noqa: BLE001 - closing must go on; the failure is logged
+            except Exception:
                 logger.exception("error while closing %r", closer)
 
 
@@ -136,7 +140,9 @@ def run_worker(
 ) -> int:
     """Run one worker until drained or failed; return its exit code."""
     metrics.configure_arroyo_metrics()
-    idle = IdleMonitor(settings.worker.exit_when_idle) if settings.worker.exit_when_idle > 0 else None
+    idle = (
+        IdleMonitor(settings.worker.exit_when_idle) if settings.worker.exit_when_idle > 0 else None
+    )
     try:
         factory, resources = build_factory(settings, idle=idle, wrap_commit=wrap_commit)
     except TransientError as error:
@@ -152,6 +158,7 @@ def run_worker(
     )
     stop_watch = threading.Event()
     if install_signals:
+
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             logger.info("signal %s: draining", signal.Signals(signum).name)
             processor.signal_shutdown()
@@ -182,7 +189,9 @@ def committed_offsets(settings: Settings, topic: str, group_id: str) -> dict[int
     """The group's committed offsets per partition (for tests, demo and bench summaries)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    client = Consumer({**settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False})
+    client = Consumer(
+        {**settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False}
+    )
     try:
         metadata = client.list_topics(topic, timeout=10)
         partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]

@@ -16,6 +16,7 @@ The cache folder is `.cache/` at the repository root (git ignores it), or `$CONS
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -64,7 +65,9 @@ def run(cmd: Sequence[str], *, user: str | None = None, log: Path | None = None)
     if result.returncode != 0:
         detail = (result.stdout + result.stderr).strip()[-2000:]
         where = f" (log: {log})" if log else ""
-        raise ServiceError(f"`{' '.join(cmd)}` failed with exit code {result.returncode}{where}\n{detail}")
+        raise ServiceError(
+            f"`{' '.join(cmd)}` failed with exit code {result.returncode}{where}\n{detail}"
+        )
 
 
 def port_open(port: int) -> bool:
@@ -96,16 +99,25 @@ def tail(path: Path, lines: int = 15) -> str:
 
 def apt_install(*packages: str) -> None:
     if os.geteuid() != 0:
-        raise ServiceError(f"{', '.join(packages)} missing; install it (apt-get install {' '.join(packages)})")
+        raise ServiceError(
+            f"{', '.join(packages)} missing; install it (apt-get install {' '.join(packages)})"
+        )
     say(f"installing {' '.join(packages)} from Debian's packages")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    update = subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True, env=env, check=False)
+    update = subprocess.run(
+        ["apt-get", "update", "-qq"], capture_output=True, text=True, env=env, check=False
+    )
     result = subprocess.run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if result.returncode != 0:
-        raise ServiceError(f"apt-get install {' '.join(packages)} failed:\n{update.stderr}{result.stderr[-2000:]}")
+        raise ServiceError(
+            f"apt-get install {' '.join(packages)} failed:\n{update.stderr}{result.stderr[-2000:]}"
+        )
 
 
 def pid_file(name: str) -> Path:
@@ -178,8 +190,14 @@ def kafka_install() -> None:
     KAFKA_LIBS.mkdir(parents=True, exist_ok=True)
     run(
         [
-            "mvn", "-q", "-B", "-f", str(ROOT / "scripts" / "kafka" / "pom.xml"),
-            "dependency:copy-dependencies", f"-DoutputDirectory={KAFKA_LIBS}", "-DincludeScope=runtime",
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(ROOT / "scripts" / "kafka" / "pom.xml"),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={KAFKA_LIBS}",
+            "-DincludeScope=runtime",
         ]
     )
     if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
@@ -193,20 +211,39 @@ def kafka_start() -> None:
     properties.write_text(KAFKA_PROPERTIES)
     java = ["java", "-cp", java_classpath()]
     if not (KAFKA_DATA / "meta.properties").exists():
-        uuid = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True, check=True
-        ).stdout.strip().splitlines()[-1]
-        run([*java, "kafka.tools.StorageTool", "format", "-t", uuid, "-c", str(properties)], log=KAFKA_LOG)
+        uuid = (
+            subprocess.run(
+                [*java, "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        run(
+            [*java, "kafka.tools.StorageTool", "format", "-t", uuid, "-c", str(properties)],
+            log=KAFKA_LOG,
+        )
     heap = os.environ.get("KAFKA_HEAP", "-Xms256m -Xmx768m").split()
     with KAFKA_LOG.open("ab") as log:
         process = subprocess.Popen(
             [
-                "java", *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                "java",
+                *heap,
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
                 "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
                 "-Dorg.slf4j.simpleLogger.showDateTime=true",
-                "-cp", java_classpath(), "kafka.Kafka", str(properties),
+                "-cp",
+                java_classpath(),
+                "kafka.Kafka",
+                str(properties),
             ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     pid_file("kafka").write_text(str(process.pid))
     wait_until(SERVICES["kafka"], lambda: process.poll() is None)
@@ -256,17 +293,41 @@ def pg_start() -> None:
         shutil.chown(PG_LOG, owner)
     if not (PG_DATA / "PG_VERSION").exists():
         run(
-            [str(PG_BIN / "initdb"), "-D", str(PG_DATA), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--locale=C.UTF-8"],
-            user=owner, log=PG_LOG,
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(PG_DATA),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
+            user=owner,
+            log=PG_LOG,
         )
     options = (
         f"-c listen_addresses={HOST} -c port={PG_PORT} -c unix_socket_directories={PG_SOCKETS} "
         "-c max_connections=300 -c shared_buffers=256MB -c timezone=UTC "
         "-c max_wal_size=2GB -c checkpoint_timeout=15min"
     )
-    run([str(PG_BIN / "pg_ctl"), "-D", str(PG_DATA), "-l", str(PG_LOG), "-o", options, "-w", "-t", "60", "start"],
-        user=owner, log=PG_LOG)
+    run(
+        [
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(PG_DATA),
+            "-l",
+            str(PG_LOG),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        user=owner,
+        log=PG_LOG,
+    )
     (RUN / "postgres.started").write_text(str(PG_DATA))
     wait_until(SERVICES["postgres"], lambda: True)
 
@@ -283,8 +344,12 @@ def pg_ready() -> bool:
 def pg_ensure_database() -> None:
     import psycopg
 
-    with psycopg.connect(f"postgresql://postgres@{HOST}:{PG_PORT}/postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+    with psycopg.connect(
+        f"postgresql://postgres@{HOST}:{PG_PORT}/postgres", autocommit=True
+    ) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+        ).fetchone()
         if exists is None:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')
             say(f"postgres: created database {DATABASE}")
@@ -295,7 +360,11 @@ def pg_stop() -> None:
     if not marker.exists():
         return
     if (PG_DATA / "postmaster.pid").exists():
-        run([str(PG_BIN / "pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"], user=pg_owner(), log=PG_LOG)
+        run(
+            [str(PG_BIN / "pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"],
+            user=pg_owner(),
+            log=PG_LOG,
+        )
         say("postgres stopped")
     marker.unlink()
 
@@ -314,9 +383,27 @@ def redis_start() -> None:
     REDIS_DIR.mkdir(parents=True, exist_ok=True)
     with REDIS_LOG.open("ab") as log:
         process = subprocess.Popen(
-            ["redis-server", "--bind", HOST, "--port", str(REDIS_PORT), "--dir", str(REDIS_DIR),
-             "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                "redis-server",
+                "--bind",
+                HOST,
+                "--port",
+                str(REDIS_PORT),
+                "--dir",
+                str(REDIS_DIR),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     pid_file("redis").write_text(str(process.pid))
     wait_until(SERVICES["redis"], lambda: process.poll() is None)
@@ -349,10 +436,9 @@ def stop_pid(name: str, sig: signal.Signals, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-            try:  # reap it if it is our child (it is not when started by an earlier `up`)
+            # Reap it if it is our child (it is not when an earlier `up` started it).
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         say(f"{name} stopped")
@@ -379,7 +465,9 @@ def up(names: Sequence[str]) -> None:
             say(f"{name} answering on {HOST}:{service.port}, reusing it")
         else:
             service.start()
-            say(f"{name} started on {HOST}:{service.port} in {time.monotonic() - started:.1f}s (log: {service.log})")
+            say(
+                f"{name} started on {HOST}:{service.port} in {time.monotonic() - started:.1f}s (log: {service.log})"
+            )
         if name == "postgres":
             pg_ensure_database()
 
@@ -397,7 +485,9 @@ def status(names: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("services", nargs="*", help=f"any of {', '.join(SERVICES)} (default: all)")
     args = parser.parse_args(argv)

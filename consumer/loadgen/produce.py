@@ -34,8 +34,13 @@ def produce_occurrences(
     messages per second (0: as fast as the broker takes them). Blocks until all are acknowledged."""
     rng = random.Random(seed)
     producer = Producer(
-        {**client_config, "linger.ms": 20, "compression.type": "lz4", "acks": "all",
-         "queue.buffering.max.messages": 200_000}
+        {
+            **client_config,
+            "linger.ms": 20,
+            "compression.type": "lz4",
+            "acks": "all",
+            "queue.buffering.max.messages": 200_000,
+        }
     )
     failed = 0
 

@@ -17,7 +17,13 @@ import sentry_sdk
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-RELEASES = ["backend@1.4.0", "backend@1.4.1", "backend@1.5.0-rc.1", "web@2024.06.1", "web@2024.06.2+build.7"]
+RELEASES = [
+    "backend@1.4.0",
+    "backend@1.4.1",
+    "backend@1.5.0-rc.1",
+    "web@2024.06.1",
+    "web@2024.06.2+build.7",
+]
 ENVIRONMENTS = ["production", "staging", "development"]
 USER_AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -33,7 +39,7 @@ USER_AGENTS = [
     "curl/8.5.0",
 ]
 PATHS = ["/api/0/orders/", "/checkout", "/api/0/users/me/", "/search?q=shoes", "/cart/items/42"]
-LEVELS = ["error", "warning", "info", "fatal"]
+LEVELS: list[Any] = ["error", "warning", "info", "fatal"]
 
 
 class _Capture(Transport):
@@ -85,23 +91,37 @@ def _one_event(rng: random.Random, index: int) -> None:
         user_number = rng.randrange(500)
         choice = rng.random()
         if choice < 0.5:
-            scope.set_user({"id": str(user_number), "username": f"user{user_number}", "email": f"user{user_number}@example.com"})
+            scope.set_user(
+                {
+                    "id": str(user_number),
+                    "username": f"user{user_number}",
+                    "email": f"user{user_number}@example.com",
+                }
+            )
         elif choice < 0.7:
             scope.set_user({"email": f"user{user_number}@example.com"})
         elif choice < 0.8:
-            scope.set_user({"ip_address": f"10.{user_number % 250}.{rng.randrange(250)}.{rng.randrange(1, 250)}"})
+            scope.set_user(
+                {
+                    "ip_address": f"10.{user_number % 250}.{rng.randrange(250)}.{rng.randrange(1, 250)}"
+                }
+            )
         scope.set_tag("shard", str(rng.randrange(4)))
         scope.set_tag("feature", rng.choice(["checkout", "search", "profile"]))
         for step in range(rng.randrange(4)):
-            sentry_sdk.add_breadcrumb(category="http", message=f"GET {rng.choice(PATHS)}", level="info",
-                                      data={"step": step})
+            sentry_sdk.add_breadcrumb(
+                category="http",
+                message=f"GET {rng.choice(PATHS)}",
+                level="info",
+                data={"step": step},
+            )
         release = rng.choice(RELEASES)
         environment = rng.choice(ENVIRONMENTS)
         user_agent = rng.choice(USER_AGENTS)
         path = rng.choice(PATHS)
         transaction = rng.choice([None, f"GET {path.split('?')[0]}", "checkout.views.submit"])
 
-        def decorate(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
+        def decorate(event: Any, _hint: Any) -> Any:
             event["release"] = release
             event["environment"] = environment
             if transaction is not None:
@@ -116,13 +136,27 @@ def _one_event(rng: random.Random, index: int) -> None:
 
         scope.add_event_processor(decorate)
         if index % 3 == 2:
-            sentry_sdk.capture_message(f"Payment provider answered slowly ({rng.randrange(2, 30)}s)",
-                                       level=rng.choice(LEVELS))
+            sentry_sdk.capture_message(
+                f"Payment provider answered slowly ({rng.randrange(2, 30)}s)",
+                level=rng.choice(LEVELS),
+            )
         else:
             try:
                 _checkout(rng.randrange(4))
             except Exception:  # noqa: BLE001 - every exception is what we want the SDK to see
                 sentry_sdk.capture_exception()
+
+
+def _collect_user_info() -> dict[str, Any]:
+    """Let the SDK send user data (ip addresses included): `data_collection` on newer SDKs,
+    `send_default_pii` (deprecated there) on older ones."""
+    import inspect
+
+    from sentry_sdk.consts import ClientConstructor
+
+    if "data_collection" in inspect.signature(ClientConstructor.__init__).parameters:
+        return {"data_collection": {"user_info": True}}
+    return {"send_default_pii": True}
 
 
 def capture_events(count: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -137,7 +171,7 @@ def capture_events(count: int, seed: int = 0) -> list[dict[str, Any]]:
         server_name="web-1",
         include_local_variables=True,
         traces_sample_rate=0.0,
-        send_default_pii=True,
+        **_collect_user_info(),
     )
     with sentry_sdk.isolation_scope() as isolation:
         isolation.set_client(client)

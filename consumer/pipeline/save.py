@@ -33,9 +33,14 @@ def save_generic_events(jobs: Sequence[Job], context: SaveContext) -> None:
     nodes: list[tuple[str, str]] = []
     for job in jobs:
         job.data["nodestore_insert"] = inserted
-        nodes.append((event_node_id(job.project_id, job.event_id), encode_blob(job.data, level=level)))
         nodes.append(
-            (occurrence_node_id(job.occurrence_id, job.project_id), encode_blob(job.occurrence, level=level))
+            (event_node_id(job.project_id, job.event_id), encode_blob(job.data, level=level))
+        )
+        nodes.append(
+            (
+                occurrence_node_id(job.occurrence_id, job.project_id),
+                encode_blob(job.occurrence, level=level),
+            )
         )
     written = context.nodestore.set_many_encoded(nodes)
     metrics.count_rows("nodestore_node", written)

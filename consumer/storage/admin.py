@@ -7,7 +7,9 @@ from typing import Any
 from psycopg import Connection
 
 
-def create_organization(conn: Connection[Any], slug: str, name: str | None = None, org_id: int | None = None) -> int:
+def create_organization(
+    conn: Connection[Any], slug: str, name: str | None = None, org_id: int | None = None
+) -> int:
     """Create an organization (or return the id of the live one with that slug)."""
     row = conn.execute(
         """INSERT INTO sentry_organization (id, slug, name, status, flags, date_added)
@@ -22,7 +24,11 @@ def create_organization(conn: Connection[Any], slug: str, name: str | None = Non
 
 
 def create_project(
-    conn: Connection[Any], organization_id: int, slug: str, name: str | None = None, project_id: int | None = None
+    conn: Connection[Any],
+    organization_id: int,
+    slug: str,
+    name: str | None = None,
+    project_id: int | None = None,
 ) -> int:
     row = conn.execute(
         """INSERT INTO sentry_project (id, organization_id, slug, name, status, flags, date_added)

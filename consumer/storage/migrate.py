@@ -78,4 +78,7 @@ def applied_versions(conninfo: str) -> list[int]:
         exists = conn.execute("SELECT to_regclass('consumer_migrations')").fetchone()
         if exists is None or exists[0] is None:
             return []
-        return [row[0] for row in conn.execute("SELECT version FROM consumer_migrations ORDER BY version")]
+        return [
+            row[0]
+            for row in conn.execute("SELECT version FROM consumer_migrations ORDER BY version")
+        ]

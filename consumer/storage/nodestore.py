@@ -35,7 +35,9 @@ def event_node_id(project_id: int, event_id: str) -> str:
 
 def occurrence_node_id(occurrence_id: str, project_id: int) -> str:
     """Sentry's node id of an issue occurrence: "i-o:" + md5 of "<occurrence_id>::<project_id>"."""
-    digest = hashlib.md5(f"{occurrence_id}::{project_id}".encode(), usedforsecurity=False).hexdigest()
+    digest = hashlib.md5(
+        f"{occurrence_id}::{project_id}".encode(), usedforsecurity=False
+    ).hexdigest()
     return f"i-o:{digest}"
 
 
@@ -98,7 +100,9 @@ class NodeStore:
         self.pool = pool
         self.compression_level = compression_level
 
-    def set_many_encoded(self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None) -> int:
+    def set_many_encoded(
+        self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None
+    ) -> int:
         """Upsert already-encoded nodes `(id, data)` in one statement; last one of an id wins.
 
         Returns the number of distinct nodes written. The write is durable when this returns.
@@ -109,7 +113,11 @@ class NodeStore:
         with transaction(self.pool) as conn:
             conn.execute(
                 _UPSERT,
-                {"ids": list(latest), "datas": list(latest.values()), "now": now or datetime.now(UTC)},
+                {
+                    "ids": list(latest),
+                    "datas": list(latest.values()),
+                    "now": now or datetime.now(UTC),
+                },
                 prepare=True,
             )
         return len(latest)
@@ -117,12 +125,17 @@ class NodeStore:
     def set_many(self, documents: Mapping[str, Any], *, now: datetime | None = None) -> int:
         """Upsert `{node_id: main document}` in one statement."""
         return self.set_many_encoded(
-            ((node_id, encode_blob(doc, level=self.compression_level)) for node_id, doc in documents.items()),
+            (
+                (node_id, encode_blob(doc, level=self.compression_level))
+                for node_id, doc in documents.items()
+            ),
             now=now,
         )
 
     def set(self, node_id: str, document: Any, subkeys: Mapping[str, Any] | None = None) -> None:
-        self.set_many_encoded([(node_id, encode_blob(document, subkeys, level=self.compression_level))])
+        self.set_many_encoded(
+            [(node_id, encode_blob(document, subkeys, level=self.compression_level))]
+        )
 
     def get(self, node_id: str, subkey: str | None = None) -> Any:
         """The main document (or a subkey's document), None when absent."""
@@ -138,6 +151,8 @@ class NodeStore:
             ).fetchall()
         result: dict[str, Any] = {}
         for node_id, data in rows:
+            assert isinstance(node_id, str)
+            assert isinstance(data, str)
             main, subkeys = decode_blob(data)
             result[node_id] = main if subkey is None else subkeys.get(subkey)
         return result
@@ -149,7 +164,9 @@ class NodeStore:
         if not node_ids:
             return 0
         with transaction(self.pool) as conn:
-            cursor = conn.execute("DELETE FROM nodestore_node WHERE id = ANY(%s)", (list(node_ids),))
+            cursor = conn.execute(
+                "DELETE FROM nodestore_node WHERE id = ANY(%s)", (list(node_ids),)
+            )
             return cursor.rowcount
 
     def cleanup(self, older_than: timedelta | datetime) -> int:
@@ -160,5 +177,7 @@ class NodeStore:
                     "DELETE FROM nodestore_node WHERE timestamp < now() - %s", (older_than,)
                 )
             else:
-                cursor = conn.execute("DELETE FROM nodestore_node WHERE timestamp < %s", (older_than,))
+                cursor = conn.execute(
+                    "DELETE FROM nodestore_node WHERE timestamp < %s", (older_than,)
+                )
             return cursor.rowcount

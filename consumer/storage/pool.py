@@ -38,7 +38,9 @@ def conninfo(settings: DatabaseSettings) -> str:
     return psycopg.conninfo.make_conninfo(settings.url.reveal(), **extra)
 
 
-def create_pool(settings: DatabaseSettings, *, name: str = "consumer", open_wait: bool = True) -> psycopg_pool.ConnectionPool:
+def create_pool(
+    settings: DatabaseSettings, *, name: str = "consumer", open_wait: bool = True
+) -> psycopg_pool.ConnectionPool:
     """Open a pool; with `open_wait` fail fast (TransientError) when the database is down."""
     pool: psycopg_pool.ConnectionPool = psycopg_pool.ConnectionPool(
         conninfo(settings),
@@ -64,7 +66,11 @@ def transient_errors() -> Iterator[None]:
     """Re-raise connection-level failures as TransientError; data errors pass through."""
     try:
         yield
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.errors.AdminShutdown) as error:
+    except (
+        psycopg.OperationalError,
+        psycopg_pool.PoolTimeout,
+        psycopg.errors.AdminShutdown,
+    ) as error:
         raise TransientError(f"PostgreSQL: {type(error).__name__}: {error}") from error
     except psycopg.errors.SerializationFailure as error:
         raise TransientError(f"PostgreSQL: {error}") from error

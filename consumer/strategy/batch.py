@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from arroyo.types import BaseValue
+from arroyo.types import BaseValue, BrokerValue
 
 from consumer.strategy.items import Item
 
-Batch = list[BaseValue[Item]]
+# The batch step only ever sees messages straight from Kafka, so every value is a BrokerValue.
+Batch = list[BrokerValue[Item]]
 
 
 class BatchBuffer:
@@ -59,6 +60,7 @@ class BatchBuffer:
     def append(self, message: BaseValue[Item]) -> None:
         if self._deadline is None:
             self._deadline = self.clock() + self.max_time
+        assert isinstance(message, BrokerValue)
         self._items.append(message)
         self._bytes += message.payload.size
 

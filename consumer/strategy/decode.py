@@ -26,7 +26,9 @@ Decoder = Callable[[bytes | None], Job | Skip]
 class Classify:
     """`RunTask` function: KafkaPayload → Accepted | Skipped | Rejected."""
 
-    def __init__(self, decoder: Decoder, max_message_bytes: int, idle: IdleMonitor | None = None) -> None:
+    def __init__(
+        self, decoder: Decoder, max_message_bytes: int, idle: IdleMonitor | None = None
+    ) -> None:
         self.decoder = decoder
         self.max_message_bytes = max_message_bytes
         self.idle = idle
@@ -38,13 +40,17 @@ class Classify:
         value = payload.value
         size = len(value) if value is not None else 0
         if size > self.max_message_bytes:
-            return Rejected("message_too_large", f"{size} bytes > {self.max_message_bytes}", payload, size)
+            return Rejected(
+                "message_too_large", f"{size} bytes > {self.max_message_bytes}", payload, size
+            )
         try:
             result = self.decoder(value)
         except BadMessage as bad:
             return Rejected(bad.reason, bad.detail, payload, size)
         except RecursionError:
-            return Rejected("too_deeply_nested", "the message nests too deeply to process", payload, size)
+            return Rejected(
+                "too_deeply_nested", "the message nests too deeply to process", payload, size
+            )
         if isinstance(result, Skip):
             return Skipped(result.reason, size)
         return Accepted(result, payload, size)

@@ -24,7 +24,9 @@ HEADER_DETAIL = "reason_detail"
 HEADER_TOPIC = "original_topic"
 HEADER_PARTITION = "original_partition"
 HEADER_OFFSET = "original_offset"
-DLQ_HEADERS = frozenset({HEADER_REASON, HEADER_DETAIL, HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET})
+DLQ_HEADERS = frozenset(
+    {HEADER_REASON, HEADER_DETAIL, HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET}
+)
 MAX_DETAIL = 512
 
 # Reasons that a replay can fix (the data was fine, the world was not ready for it).
@@ -40,8 +42,10 @@ class DeadLetter:
     partition: int
     offset: int
 
-    def headers(self) -> list[tuple[str, bytes]]:
-        own = [(key, value) for key, value in self.payload.headers if key not in DLQ_HEADERS]
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
+        own: list[tuple[str, str | bytes | None]] = [
+            (key, value) for key, value in self.payload.headers if key not in DLQ_HEADERS
+        ]
         return [
             *own,
             (HEADER_REASON, self.reason.encode()),
@@ -93,7 +97,9 @@ class DeadLetterProducer:
         deadline = time.monotonic() + self.timeout
         while (remaining := self._producer.flush(max(0.0, deadline - time.monotonic()))) > 0:
             if time.monotonic() >= deadline:
-                raise TransientError(f"dead-letter topic {self.topic}: {remaining} deliveries not acknowledged")
+                raise TransientError(
+                    f"dead-letter topic {self.topic}: {remaining} deliveries not acknowledged"
+                )
         if errors:
             raise TransientError(f"dead-letter topic {self.topic}: delivery failed: {errors[0]}")
 

@@ -69,7 +69,9 @@ class StrategyFactory(ProcessingStrategyFactory[KafkaPayload]):
             ),
             save,
         )
-        chain: ProcessingStrategy[KafkaPayload] = RunTask(self.classify, batch, better_backpressure=True)
+        chain: ProcessingStrategy[KafkaPayload] = RunTask(
+            self.classify, batch, better_backpressure=True
+        )
         if self.worker.healthcheck_file:
             chain = Healthcheck(self.worker.healthcheck_file, chain)
         return chain

@@ -27,7 +27,9 @@ class IdleMonitor:
     ) -> None:
         self.idle_seconds = idle_seconds
         self.clock = clock
-        self.startup_seconds = max(60.0, 10 * idle_seconds) if startup_seconds is None else startup_seconds
+        self.startup_seconds = (
+            max(60.0, 10 * idle_seconds) if startup_seconds is None else startup_seconds
+        )
         self._started = clock()
         self._armed = False
         self._last = self._started

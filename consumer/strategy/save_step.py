@@ -13,6 +13,7 @@ writes it made are idempotent and will be redone by whoever reads those messages
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -100,12 +101,12 @@ class SaveStep(ProcessingStrategy[Batch | FilteredPayload]):
             try:
                 future.result(timeout=remaining)
             except TimeoutError:
-                logger.warning("save still running at the join deadline: abandoning it, not committing its offsets")
+                logger.warning(
+                    "save still running at the join deadline: abandoning it, not committing its offsets"
+                )
                 self._cancel.set()
-                try:
+                with contextlib.suppress(TimeoutError, Abandoned):
                     future.result(timeout=ABANDON_GRACE)
-                except (TimeoutError, Abandoned):
-                    pass
                 self._in_flight = None
             except Abandoned:
                 self._in_flight = None

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 import tenacity
-from arroyo.types import BaseValue
+from arroyo.types import BrokerValue
 
 from consumer import metrics
 from consumer.errors import ConsumerError, FatalError, TransientError
@@ -60,7 +60,7 @@ class BatchSaver:
         """Save one batch; `cancel` set by the save step abandons retries (raises Abandoned)."""
         started = time.perf_counter()
         jobs: list[Job] = []
-        job_values: list[BaseValue[Accepted]] = []
+        job_values: list[BrokerValue[Accepted]] = []
         letters: list[DeadLetter] = []
         skipped: dict[str, int] = {}
         size = 0
@@ -75,8 +75,14 @@ class BatchSaver:
             else:
                 assert isinstance(item, Rejected)
                 letters.append(
-                    DeadLetter(item.payload, item.reason, item.detail, value.partition.topic.name,
-                               value.partition.index, value.offset)
+                    DeadLetter(
+                        item.payload,
+                        item.reason,
+                        item.detail,
+                        value.partition.topic.name,
+                        value.partition.index,
+                        value.offset,
+                    )
                 )
 
         guarded = False
@@ -89,8 +95,14 @@ class BatchSaver:
             for index, (reason, detail) in result.rejected.items():
                 value = job_values[index]
                 late.append(
-                    DeadLetter(value.payload.payload, reason, detail, value.partition.topic.name,
-                               value.partition.index, value.offset)
+                    DeadLetter(
+                        value.payload.payload,
+                        reason,
+                        detail,
+                        value.partition.topic.name,
+                        value.partition.index,
+                        value.offset,
+                    )
                 )
             all_letters = letters + late
             if not guarded:
@@ -105,7 +117,9 @@ class BatchSaver:
             metrics.count_messages("skipped", reason, count)
         for reason, count in _count(result.skipped.values()).items():
             metrics.count_messages("skipped", reason, count)
-        dead = [letter.reason for letter in letters] + [reason for reason, _ in result.rejected.values()]
+        dead = [letter.reason for letter in letters] + [
+            reason for reason, _ in result.rejected.values()
+        ]
         for reason, count in _count(dead).items():
             metrics.count_messages("dead_lettered", reason, count)
             metrics.DEAD_LETTERS.labels(reason).inc(count)
@@ -121,13 +135,16 @@ class BatchSaver:
             metrics.SAVE_FAILURES.labels("transient").inc()
             metrics.PAUSED.set(1)
             error = state.outcome.exception() if state.outcome else None
-            logger.warning("batch save failed (attempt %d), retrying: %s", state.attempt_number, error)
+            logger.warning(
+                "batch save failed (attempt %d), retrying: %s", state.attempt_number, error
+            )
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TransientError),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=10.0),
-            stop=tenacity.stop_after_delay(self.retry_deadline) | tenacity.stop_when_event_set(cancel),
-            sleep=lambda seconds: cancel.wait(seconds) and None,
+            wait=tenacity.wait_exponential(multiplier=0.2, max=10.0) + tenacity.wait_random(0, 0.2),
+            stop=tenacity.stop_after_delay(self.retry_deadline)
+            | tenacity.stop_when_event_set(cancel),
+            sleep=lambda seconds: _wait(cancel, seconds),
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -137,9 +154,15 @@ class BatchSaver:
             if cancel.is_set():
                 raise Abandoned(f"batch abandoned while retrying: {error}") from error
             metrics.SAVE_FAILURES.labels("fatal").inc()
-            raise FatalError(f"batch save still failing after {self.retry_deadline:.0f}s: {error}") from error
+            raise FatalError(
+                f"batch save still failing after {self.retry_deadline:.0f}s: {error}"
+            ) from error
         finally:
             metrics.PAUSED.set(0)
+
+
+def _wait(event: threading.Event, seconds: float) -> None:
+    event.wait(seconds)
 
 
 @contextmanager

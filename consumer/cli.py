@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from consumer.errors import ConfigurationError
@@ -58,7 +59,8 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumer import metrics
+    from consumer import endpoint
+    from consumer.supervisor import liveness_max_age, supervise
     from consumer.worker import run_worker
 
     settings = _settings(args, _run_overrides(args))
@@ -72,8 +74,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings.database.url,
         settings.redis.url,
     )
-    metrics.serve(settings.worker.metrics_host, settings.worker.metrics_port)
-    return run_worker(settings)
+    if settings.worker.processes > 1:
+        return supervise(settings)
+    liveness = Path(settings.worker.healthcheck_file or endpoint.default_liveness_path())
+    endpoint.serve(
+        settings.worker.metrics_host,
+        settings.worker.metrics_port,
+        lambda: [liveness],
+        liveness_max_age(settings),
+    )
+    return run_worker(settings, liveness_path=liveness)
 
 
 def cmd_orgs_create(args: argparse.Namespace) -> int:
@@ -166,9 +176,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         project_ids=[project_id],
     )
     print(f"demo: produced {report.sent} occurrences from sentry-sdk events to {topic}")
-    metrics.serve(settings.worker.metrics_host, settings.worker.metrics_port)
+    from consumer import endpoint
+
+    liveness = endpoint.default_liveness_path()
+    endpoint.serve(
+        settings.worker.metrics_host, settings.worker.metrics_port, lambda: [liveness], 60.0
+    )
     started = time.monotonic()
-    code = run_worker(settings, install_signals=True)
+    code = run_worker(settings, install_signals=True, liveness_path=liveness)
     elapsed = time.monotonic() - started - settings.worker.exit_when_idle
     saved = int(metrics.total(metrics.MESSAGES, outcome="saved"))
     offsets = committed_offsets(settings, topic, group)
@@ -178,6 +193,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: committed offsets {dict(sorted(offsets.items()))}")
     print(f"demo: metrics were served on http://127.0.0.1:{settings.worker.metrics_port}/metrics")
     return code
+
+
+def cmd_dlq_replay(args: argparse.Namespace) -> int:
+    from consumer.replay import replay
+
+    overrides = {
+        "kafka": {"dlq_topic": args.dlq_topic, "topic": args.topic, "group_id": args.group}
+    }
+    settings = _settings(args, overrides)
+    report = replay(
+        settings, reasons=args.reason, replay_all=args.all, to_topic=args.to, limit=args.limit
+    )
+    kept = ", ".join(
+        f"{reason or '(none)'}: {count}" for reason, count in sorted(report.kept.items())
+    )
+    print(
+        f"read {report.read} dead letters, replayed {report.replayed}"
+        + (f"; left alone: {kept}" if kept else "")
+    )
+    return 0
 
 
 def _create_topic(settings: Settings, topic: str, partitions: int) -> None:
@@ -255,6 +290,31 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--project-id", type=int, action="append")
     produce.add_argument("--seed", type=int, default=0)
     produce.set_defaults(func=cmd_produce)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter topic").add_subparsers(
+        dest="action", required=True
+    )
+    dlq_replay = dlq.add_parser(
+        "replay", help="put replayable dead letters back on the input topic"
+    )
+    dlq_replay.add_argument(
+        "--reason", action="append", help="replay dead letters with this reason (repeatable)"
+    )
+    dlq_replay.add_argument(
+        "--all", action="store_true", help="replay every dead letter, whatever its reason"
+    )
+    dlq_replay.add_argument(
+        "--to", help="topic to replay to (default: each letter's original topic)"
+    )
+    dlq_replay.add_argument("--limit", type=int, help="stop after this many replays")
+    dlq_replay.add_argument(
+        "--dlq-topic", help="dead-letter topic (default ingest-occurrences-dlq)"
+    )
+    dlq_replay.add_argument("--topic", help="input topic, when a letter does not name its own")
+    dlq_replay.add_argument(
+        "--group", help="consumer group of the worker (the replay uses <group>-dlq-replay)"
+    )
+    dlq_replay.set_defaults(func=cmd_dlq_replay)
 
     demo = commands.add_parser("demo", help="the whole job end to end on the local services")
     demo.add_argument("--count", type=int, default=5000)

@@ -12,15 +12,13 @@ serves the sum on one `/metrics` endpoint.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 from collections.abc import Mapping
 from typing import Literal
 
 from arroyo.utils.metric_defs import MetricName
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
-from prometheus_client import start_http_server as _start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 logger = logging.getLogger(__name__)
 
@@ -280,16 +278,3 @@ def configure_arroyo_metrics() -> None:
     from arroyo import configure_metrics
 
     configure_metrics(_ARROYO_METRICS, force=True)
-
-
-def serve(host: str, port: int) -> None:
-    """Serve `/metrics` on a daemon thread: the multi-process sum when a shared folder is set."""
-    if port == 0:
-        return
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        _start_http_server(port, addr=host, registry=registry)
-    else:
-        _start_http_server(port, addr=host)
-    logger.info("metrics on http://%s:%d/metrics", host, port)

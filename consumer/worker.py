@@ -15,16 +15,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from arroyo.backends.kafka import KafkaConsumer
 from arroyo.backends.kafka.configuration import build_kafka_consumer_configuration, stats_callback
 from arroyo.commit import IMMEDIATE
 from arroyo.processing import StreamProcessor
 from arroyo.types import Commit, Partition, Topic
 
 from consumer import metrics
+from consumer.endpoint import Liveness, LivenessConsumer, default_liveness_path
 from consumer.errors import ConsumerError, FatalError, TransientError
 from consumer.pipeline.message import decode
 from consumer.pipeline.save import EventSaver, SaveContext
@@ -36,7 +37,7 @@ from consumer.strategy.dlq import DeadLetterProducer
 from consumer.strategy.factory import StrategyFactory
 from consumer.strategy.guard import DeadLetterGuard
 from consumer.strategy.idle import IdleMonitor
-from consumer.strategy.saver import BatchSaver
+from consumer.strategy.saver import BatchSaver, Saver
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def build_factory(
     *,
     idle: IdleMonitor | None = None,
     wrap_commit: Callable[[Commit], Commit] | None = None,
+    wrap_saver: Callable[[Saver], Saver] | None = None,
 ) -> tuple[StrategyFactory, Resources]:
     """Open the pools and the producer and build the strategy factory (also used by tests)."""
     resources = Resources()
@@ -116,7 +118,7 @@ def build_factory(
     dead_letters = DeadLetterProducer(settings.kafka.client_config(), settings.kafka.dlq_topic)
     resources.closers.append(dead_letters.close)
     batch_saver = BatchSaver(
-        saver,
+        wrap_saver(saver) if wrap_saver is not None else saver,
         dead_letters,
         DeadLetterGuard(settings.worker.dlq_guard_window, settings.worker.dlq_guard_ratio),
         retry_deadline=settings.worker.retry_deadline,
@@ -132,57 +134,104 @@ def build_factory(
     return factory, resources
 
 
+class Worker:
+    """One worker: `run()` blocks until drained (0) or failed (1); `stop()` asks it to drain
+    (thread-safe, what the signal handlers and the idle monitor call)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        wrap_commit: Callable[[Commit], Commit] | None = None,
+        wrap_saver: Callable[[Saver], Saver] | None = None,
+        liveness_path: str | Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.wrap_commit = wrap_commit
+        self.wrap_saver = wrap_saver
+        self.liveness = Liveness(
+            liveness_path or settings.worker.healthcheck_file or default_liveness_path()
+        )
+        self.factory: StrategyFactory | None = None
+        self._processor: StreamProcessor[Any] | None = None
+        self._stop_requested = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        if self._processor is not None:
+            self._processor.signal_shutdown()
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            logger.info("signal %s: draining", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def run(self) -> int:
+        settings = self.settings
+        metrics.configure_arroyo_metrics()
+        idle = (
+            IdleMonitor(settings.worker.exit_when_idle)
+            if settings.worker.exit_when_idle > 0
+            else None
+        )
+        try:
+            factory, resources = build_factory(
+                settings, idle=idle, wrap_commit=self.wrap_commit, wrap_saver=self.wrap_saver
+            )
+        except TransientError as error:
+            logger.error("cannot start: %s", error)
+            return 1
+        self.factory = factory
+        processor: StreamProcessor[Any] = StreamProcessor(
+            LivenessConsumer(consumer_config(settings), self.liveness),
+            Topic(settings.kafka.topic),
+            factory,
+            commit_policy=IMMEDIATE,
+            join_timeout=settings.worker.join_timeout,
+            stuck_detector_timeout=max(60, int(settings.kafka.max_poll_interval_ms / 1000)),
+        )
+        self._processor = processor
+        if self._stop_requested.is_set():
+            processor.signal_shutdown()
+        stop_watch = threading.Event()
+        if idle is not None:
+            idle.watch(self.stop, stop_watch)
+        metrics.UP.set(1)
+        try:
+            processor.run()
+        except ConsumerError as error:
+            level = logging.ERROR if isinstance(error, FatalError) else logging.WARNING
+            logger.log(level, "worker stopped: %s", error)
+            return 1
+        except Exception:
+            logger.exception("worker crashed")
+            return 1
+        finally:
+            stop_watch.set()
+            metrics.UP.set(0)
+            resources.close()
+        logger.info("worker drained and stopped")
+        return 0
+
+
 def run_worker(
     settings: Settings,
     *,
     install_signals: bool = True,
     wrap_commit: Callable[[Commit], Commit] | None = None,
+    liveness_path: str | Path | None = None,
 ) -> int:
-    """Run one worker until drained or failed; return its exit code."""
-    metrics.configure_arroyo_metrics()
-    idle = (
-        IdleMonitor(settings.worker.exit_when_idle) if settings.worker.exit_when_idle > 0 else None
-    )
-    try:
-        factory, resources = build_factory(settings, idle=idle, wrap_commit=wrap_commit)
-    except TransientError as error:
-        logger.error("cannot start: %s", error)
-        return 1
-    processor: StreamProcessor[Any] = StreamProcessor(
-        KafkaConsumer(consumer_config(settings)),
-        Topic(settings.kafka.topic),
-        factory,
-        commit_policy=IMMEDIATE,
-        join_timeout=settings.worker.join_timeout,
-        stuck_detector_timeout=max(60, int(settings.kafka.max_poll_interval_ms / 1000)),
-    )
-    stop_watch = threading.Event()
+    """Run one worker until drained or failed; return its exit code.
+
+    `liveness_path`: the file this worker's Kafka consumer touches on every poll (default: the
+    `worker.healthcheck_file` setting, else a file in the temp folder)."""
+    worker = Worker(settings, wrap_commit=wrap_commit, liveness_path=liveness_path)
     if install_signals:
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            logger.info("signal %s: draining", signal.Signals(signum).name)
-            processor.signal_shutdown()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-    if idle is not None:
-        idle.watch(processor.signal_shutdown, stop_watch)
-    metrics.UP.set(1)
-    try:
-        processor.run()
-    except ConsumerError as error:
-        level = logging.ERROR if isinstance(error, FatalError) else logging.WARNING
-        logger.log(level, "worker stopped: %s", error)
-        return 1
-    except Exception:
-        logger.exception("worker crashed")
-        return 1
-    finally:
-        stop_watch.set()
-        metrics.UP.set(0)
-        resources.close()
-    logger.info("worker drained and stopped")
-    return 0
+        worker.install_signal_handlers()
+    return worker.run()
 
 
 def committed_offsets(settings: Settings, topic: str, group_id: str) -> dict[int, int]:

@@ -52,10 +52,12 @@ class StrategyFactory(ProcessingStrategyFactory[KafkaPayload]):
         self.idle = idle
         self.on_shutdown = on_shutdown
         self.wrap_commit = wrap_commit
+        self.assignments: list[frozenset[Partition]] = []  # every assignment seen, in order
 
     def create_with_partitions(
         self, commit: Commit, partitions: Mapping[Partition, int]
     ) -> ProcessingStrategy[KafkaPayload]:
+        self.assignments.append(frozenset(partitions))
         if self.wrap_commit is not None:
             commit = self.wrap_commit(commit)
         if self.idle is not None:

@@ -1,0 +1,226 @@
+"""The arroyo chain on arroyo's in-memory broker: offsets move only past saved, dead-lettered or
+skipped messages; a failing save commits nothing; a drain commits exactly what was saved."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import pytest
+from arroyo.backends.kafka import KafkaPayload
+from arroyo.backends.local.backend import LocalBroker
+from arroyo.backends.local.storages.memory import MemoryMessageStorage
+from arroyo.commit import IMMEDIATE
+from arroyo.processing import StreamProcessor
+from arroyo.types import Partition, Topic
+from arroyo.utils.clock import MockedClock
+
+from consumer.errors import BadMessage, TransientError
+from consumer.pipeline.job import Job
+from consumer.pipeline.message import Skip
+from consumer.pipeline.save import SaveResult
+from consumer.settings import WorkerSettings
+from consumer.strategy.decode import Classify
+from consumer.strategy.dlq import DeadLetter
+from consumer.strategy.factory import StrategyFactory
+from consumer.strategy.guard import DeadLetterGuard
+from consumer.strategy.saver import BatchSaver
+
+TOPIC = Topic("occurrences")
+GROUP = "workers"
+
+
+def decode(value: bytes | None) -> Job | Skip:
+    """A stand-in decoder: b"good:N" is a job, b"skip" a skip, anything else bad."""
+    assert value is not None
+    if value.startswith(b"good:"):
+        number = int(value[5:])
+        return Job(
+            project_id=1,
+            event_id=f"{number:032x}",
+            occurrence_id=f"{number:032x}",
+            data={},
+            occurrence={},
+        )
+    if value == b"skip":
+        return Skip("status_change")
+    raise BadMessage("invalid_json", "not JSON")
+
+
+class RecordingSaver:
+    """Records saved event ids; `gate` blocks a save until set; `fail` makes saves raise."""
+
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.fail: Exception | None = None
+
+    def save(self, jobs: Sequence[Job]) -> SaveResult:
+        self.started.set()
+        self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        self.saved.extend(job.event_id for job in jobs)
+        return SaveResult()
+
+
+class RecordingDeadLetters:
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    def produce_and_wait(self, letters: Sequence[DeadLetter]) -> None:
+        self.letters.extend(letters)
+
+    def close(self) -> None:
+        pass
+
+
+class Harness:
+    def __init__(
+        self, partitions: int = 1, batch_size: int = 100, batch_time_ms: int = 60_000
+    ) -> None:
+        self.broker: LocalBroker[KafkaPayload] = LocalBroker(MemoryMessageStorage(), MockedClock())
+        self.broker.create_topic(TOPIC, partitions)
+        self.saver = RecordingSaver()
+        self.dead_letters = RecordingDeadLetters()
+        self.commits: list[Mapping[Partition, int]] = []
+        worker = WorkerSettings(
+            batch_size=batch_size, batch_time_ms=batch_time_ms, retry_deadline=2.0
+        )
+        batch_saver = BatchSaver(
+            self.saver,
+            self.dead_letters,  # type: ignore[arg-type]
+            DeadLetterGuard(worker.dlq_guard_window, worker.dlq_guard_ratio),
+            retry_deadline=worker.retry_deadline,
+        )
+        self.factory = StrategyFactory(Classify(decode, 1_000_000), batch_saver, worker)
+        self.processor: StreamProcessor[KafkaPayload] = StreamProcessor(
+            self.broker.get_consumer(GROUP), TOPIC, self.factory, IMMEDIATE, join_timeout=1.0
+        )
+
+    def produce(self, *values: bytes, partition: int = 0) -> None:
+        producer = self.broker.get_producer()
+        for value in values:
+            producer.produce(Partition(TOPIC, partition), KafkaPayload(None, value, []))
+
+    def run(self, iterations: int = 20, until: Callable[[], bool] | None = None) -> None:
+        for _ in range(iterations):
+            self.processor._run_once()
+            if until is not None and until():
+                return
+            time.sleep(0.005)
+
+    def committed(self, partition: int = 0) -> int | None:
+        """The group's committed offset, read as a new member of the group would see it."""
+        offsets: dict[Partition, int] = dict(self.broker._LocalBroker__offsets[GROUP])  # type: ignore[attr-defined]
+        return offsets.get(Partition(TOPIC, partition))
+
+
+def test_a_dead_letter_behind_an_unsaved_message_does_not_move_the_offset() -> None:
+    harness = Harness(batch_size=3)
+    harness.saver.gate.clear()  # the first batch's save hangs
+    harness.produce(b"good:0", b"garbage", b"good:2")
+
+    harness.run(until=harness.saver.started.is_set)
+    assert harness.saver.started.is_set()
+    harness.run(10)
+    assert harness.committed() is None, "committed while message 0 was not saved yet"
+    assert harness.dead_letters.letters == [], "dead letters are produced inside the batch's save"
+
+    harness.saver.gate.set()
+    harness.run(until=lambda: harness.committed() == 3)
+    assert harness.committed() == 3
+    assert harness.saver.saved == [f"{0:032x}", f"{2:032x}"]
+    assert [(letter.reason, letter.offset) for letter in harness.dead_letters.letters] == [
+        ("invalid_json", 1)
+    ]
+    assert harness.dead_letters.letters[0].payload.value == b"garbage"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_commits_never_pass_unsaved_work(seed: int) -> None:
+    """Random streams of good, bad and skipped messages on two partitions, random batch sizes:
+    after every loop iteration, each partition's committed offset only covers messages that
+    were saved, dead-lettered or skipped."""
+    import random
+
+    rng = random.Random(seed)
+    harness = Harness(partitions=2, batch_size=rng.randrange(1, 7))
+    sent: dict[int, list[bytes]] = {0: [], 1: []}
+    for number in range(40):
+        partition = rng.randrange(2)
+        value = rng.choice([f"good:{number}".encode(), b"skip", b"{"])
+        harness.produce(value, partition=partition)
+        sent[partition].append(value)
+    for _ in range(200):
+        harness.saver.gate.set() if rng.random() < 0.7 else harness.saver.gate.clear()
+        harness.processor._run_once()
+        done = set(harness.saver.saved)
+        letters = {(letter.partition, letter.offset) for letter in harness.dead_letters.letters}
+        for partition, values in sent.items():
+            committed = harness.committed(partition) or 0
+            for offset, value in enumerate(values[:committed]):
+                if value.startswith(b"good:"):
+                    assert f"{int(value[5:]):032x}" in done, (partition, offset)
+                elif value != b"skip":
+                    assert (partition, offset) in letters, (partition, offset)
+    harness.saver.gate.set()
+    harness.processor.signal_shutdown()
+    harness.processor.run()  # the drain flushes the partial batch
+    assert {p: harness.committed(p) for p in sent} == {p: len(v) for p, v in sent.items()}
+
+
+def test_a_failing_save_commits_nothing() -> None:
+    harness = Harness(batch_size=2)
+    harness.produce(b"good:0", b"good:1")
+    harness.run(until=lambda: harness.committed() == 2)
+    assert harness.committed() == 2
+
+    harness.saver.fail = RuntimeError("a bug in the save")
+    harness.produce(b"good:2", b"good:3")
+    with pytest.raises(RuntimeError, match="a bug in the save"):
+        harness.run(50)
+    assert harness.committed() == 2
+
+
+def test_transient_failures_are_retried_and_then_stop_the_worker() -> None:
+    harness = Harness(batch_size=2)
+    harness.saver.fail = TransientError("database unavailable")
+    harness.produce(b"good:0", b"good:1")
+    from consumer.errors import FatalError
+
+    with pytest.raises(FatalError, match="still failing"):
+        harness.run(2000)
+    assert harness.committed() is None
+
+
+def test_drain_commits_exactly_what_was_saved() -> None:
+    harness = Harness(batch_size=100)
+    harness.produce(b"good:0", b"garbage", b"good:2")
+    harness.run(10)  # a partial batch: nothing flushed, nothing committed
+    assert harness.saver.saved == []
+    assert harness.committed() is None
+
+    harness.processor.signal_shutdown()
+    harness.processor.run()  # close + join: the partial batch is saved, then committed
+
+    assert harness.saver.saved == [f"{0:032x}", f"{2:032x}"]
+    assert harness.committed() == 3
+
+
+def test_drain_abandons_a_save_that_outlives_the_deadline_and_commits_nothing_of_it() -> None:
+    harness = Harness(batch_size=2)
+    harness.produce(b"good:0", b"good:1")
+    harness.run(until=lambda: harness.committed() == 2)
+    harness.saver.gate.clear()  # the next save hangs past the 1 s join timeout
+    harness.produce(b"good:2", b"good:3")
+    harness.run(until=harness.saver.started.is_set)
+
+    harness.processor.signal_shutdown()
+    harness.processor.run()
+
+    assert harness.committed() == 2
+    harness.saver.gate.set()

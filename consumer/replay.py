@@ -1,9 +1,10 @@
 """`consumer dlq replay`: put dead letters back on the input topic.
 
-Reads the dead-letter topic with its own consumer group (so each dead letter is replayed once,
-and a second run continues where the first stopped), keeps those whose reason can be fixed by
-the world changing (`REPLAYABLE_REASONS`, such as a project created after its events arrived;
-`--reason` picks others, `--all` takes everything), produces each with its original key, value
+Reads the dead-letter topic with a consumer group of its own per selection of reasons (so each
+dead letter is replayed at most once per selection, and a second run continues where the first
+stopped, while letters left alone stay available to a run that selects them), keeps those whose
+reason can be fixed by the world changing (`REPLAYABLE_REASONS`, such as a project created after
+its events arrived; `--reason` picks others, `--all` takes everything), produces each with its original key, value
 and headers to the topic it came from (or `--to`), and commits the dead-letter offsets only
 after the broker acknowledged the replayed copies. Stops when it has read to the end of every
 partition, or after `--limit` replays.
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 REPLAYED_HEADER = "replayed_from_dlq_offset"
 COMMIT_EVERY = 1000
 
-Delivered = Callable[[KafkaError | None, Message[bytes, bytes]], None]
+Delivered = Callable[[KafkaError | None, "Message[bytes, bytes]"], None]
 
 
 @dataclass
@@ -53,7 +54,7 @@ def replay(
     consumer = Consumer(
         {
             **client,
-            "group.id": f"{settings.kafka.group_id}-dlq-replay",
+            "group.id": replay_group(settings.kafka.group_id, reasons, replay_all),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
@@ -110,6 +111,15 @@ def replay(
     finally:
         consumer.close()
     return report
+
+
+def replay_group(group_id: str, reasons: Collection[str] | None, replay_all: bool) -> str:
+    """The consumer group that remembers the progress of one selection of reasons."""
+    if replay_all:
+        return f"{group_id}-dlq-replay-all"
+    if reasons:
+        return f"{group_id}-dlq-replay-" + "-".join(sorted(set(reasons)))
+    return f"{group_id}-dlq-replay"
 
 
 def _commit(

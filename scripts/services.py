@@ -11,6 +11,8 @@ answers: a Kafka metadata request, `pg_isready`, a Redis `PING`. A service that 
 fails the command with a message naming the service and its log file.
 
 The cache folder is `.cache/` at the repository root (git ignores it), or `$CONSUMER_CACHE_DIR`.
+`Stack` is also what the fault-injection suite uses to run a private set of services on other
+ports, which it can stop, kill and restart without touching the shared ones.
 """
 
 from __future__ import annotations
@@ -29,27 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("CONSUMER_CACHE_DIR", ROOT / ".cache")).resolve()
-RUN = CACHE / "run"
 HOST = "127.0.0.1"
-KAFKA_PORT, KAFKA_CONTROLLER_PORT, PG_PORT, REDIS_PORT = 9092, 9093, 5432, 6379
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 DATABASE = "consumer"
 START_TIMEOUT = float(os.environ.get("SERVICES_START_TIMEOUT", "90"))
+SERVICE_NAMES = ("kafka", "postgres", "redis")
 
 
 class ServiceError(Exception):
     """A service could not be installed or started; the message says which and where to look."""
-
-
-@dataclass(frozen=True)
-class Service:
-    name: str
-    port: int
-    log: Path
-    start: Callable[[], None]
-    ready: Callable[[], bool]
-    stop: Callable[[], None]
 
 
 def say(message: str) -> None:
@@ -74,20 +64,6 @@ def port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((HOST, port)) == 0
-
-
-def wait_until(service: Service, alive: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if service.ready():
-            return
-        if not alive():
-            break
-        time.sleep(0.5)
-    raise ServiceError(
-        f"{service.name} did not answer on {HOST}:{service.port} within {START_TIMEOUT:.0f}s; "
-        f"see its log: {service.log}\n{tail(service.log)}"
-    )
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -120,10 +96,6 @@ def apt_install(*packages: str) -> None:
         )
 
 
-def pid_file(name: str) -> Path:
-    return RUN / f"{name}.pid"
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -131,33 +103,197 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    # A zombie child (killed, not yet reaped) still answers kill(0): reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
     return True
 
 
-def read_pid(name: str) -> int | None:
-    try:
-        return int(pid_file(name).read_text().strip())
-    except (OSError, ValueError):
-        return None
+def _children(pid: int) -> list[int]:
+    """Direct children of a process, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
-# ---------------------------------------------------------------------------------------- Kafka
+@dataclass
+class Stack:
+    """One set of services: where their files live and which loopback ports they use."""
 
-KAFKA_DIR = CACHE / "kafka"
-KAFKA_LIBS = KAFKA_DIR / "libs"
-KAFKA_DATA = KAFKA_DIR / "data"
-KAFKA_LOG = KAFKA_DIR / "kafka.log"
-KAFKA_PROPERTIES = f"""\
+    cache: Path
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    pg_port: int = 5432
+    redis_port: int = 6379
+    kafka_libs: Path | None = None  # share the resolved jars of another stack
+    quiet: bool = False
+    start_timeout: float = START_TIMEOUT
+
+    # ------------------------------------------------------------------------------- paths
+
+    @property
+    def run_dir(self) -> Path:
+        return self.cache / "run"
+
+    @property
+    def libs(self) -> Path:
+        return self.kafka_libs or self.cache / "kafka" / "libs"
+
+    def log(self, name: str) -> Path:
+        return {
+            "kafka": self.cache / "kafka" / "kafka.log",
+            "postgres": self.cache / "postgres" / "postgres.log",
+            "redis": self.cache / "redis" / "redis.log",
+        }[name]
+
+    def port(self, name: str) -> int:
+        return {"kafka": self.kafka_port, "postgres": self.pg_port, "redis": self.redis_port}[name]
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{HOST}:{self.kafka_port}"
+
+    @property
+    def database_server_url(self) -> str:
+        return f"postgresql://postgres@{HOST}:{self.pg_port}/postgres"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://postgres@{HOST}:{self.pg_port}/{DATABASE}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{HOST}:{self.redis_port}/0"
+
+    def _say(self, message: str) -> None:
+        if not self.quiet:
+            say(message)
+
+    def _pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def _read_pid(self, name: str) -> int | None:
+        try:
+            return int(self._pid_file(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    # ----------------------------------------------------------------------------- control
+
+    def ready(self, name: str) -> bool:
+        return {"kafka": self.kafka_ready, "postgres": self.pg_ready, "redis": self.redis_ready}[
+            name
+        ]()
+
+    def start(self, name: str) -> None:
+        {"kafka": self.kafka_start, "postgres": self.pg_start, "redis": self.redis_start}[name]()
+
+    def stop(self, name: str) -> None:
+        {"kafka": self.kafka_stop, "postgres": self.pg_stop, "redis": self.redis_stop}[name]()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a service this stack started (a crash, not a shutdown)."""
+        if name == "postgres":
+            # The postmaster and every backend at once, as a machine crash would; the next start
+            # runs crash recovery.
+            postmaster = int((self.pg_data / "postmaster.pid").read_text().splitlines()[0])
+            victims = [postmaster, *_children(postmaster)]
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while any(pid_alive(pid) for pid in victims) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            (self.run_dir / "postgres.started").unlink(missing_ok=True)
+            return
+        pid = self._read_pid(name)
+        if pid is not None and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self._pid_file(name).unlink(missing_ok=True)
+
+    def wait_ready(self, name: str, alive: Callable[[], bool] = lambda: True) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.ready(name):
+                return
+            if not alive():
+                break
+            time.sleep(0.5)
+        log = self.log(name)
+        raise ServiceError(
+            f"{name} did not answer on {HOST}:{self.port(name)} within {self.start_timeout:.0f}s; "
+            f"see its log: {log}\n{tail(log)}"
+        )
+
+    def up(self, names: Sequence[str] = SERVICE_NAMES) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            started = time.monotonic()
+            port = self.port(name)
+            if self.ready(name):
+                self._say(f"{name} already answering on {HOST}:{port}, reusing it")
+            elif port_open(port):
+                # Something holds the port but does not answer yet (a broker still starting).
+                self.wait_ready(name)
+                self._say(f"{name} answering on {HOST}:{port}, reusing it")
+            else:
+                self.start(name)
+                elapsed = time.monotonic() - started
+                self._say(
+                    f"{name} started on {HOST}:{port} in {elapsed:.1f}s (log: {self.log(name)})"
+                )
+            if name == "postgres":
+                self.pg_ensure_database()
+
+    def down(self, names: Sequence[str] = SERVICE_NAMES) -> None:
+        for name in reversed(names):
+            self.stop(name)
+
+    def status(self, names: Sequence[str] = SERVICE_NAMES) -> None:
+        for name in names:
+            state = "answering" if self.ready(name) else "down"
+            say(f"{name:9} {HOST}:{self.port(name)} {state} (log: {self.log(name)})")
+
+    def _stop_pid(self, name: str, timeout: float) -> None:
+        pid = self._read_pid(name)
+        if pid is None:
+            return
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            self._say(f"{name} stopped")
+        self._pid_file(name).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------------------- Kafka
+
+    def kafka_properties(self) -> str:
+        data = self.cache / "kafka" / "data"
+        return f"""\
 # Written by scripts/services.py: one combined broker and controller in KRaft mode, for tests.
 process.roles=broker,controller
 node.id=1
-controller.quorum.voters=1@{HOST}:{KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://{HOST}:{KAFKA_PORT},CONTROLLER://{HOST}:{KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://{HOST}:{KAFKA_PORT}
+controller.quorum.voters=1@{HOST}:{self.controller_port}
+listeners=PLAINTEXT://{HOST}:{self.kafka_port},CONTROLLER://{HOST}:{self.controller_port}
+advertised.listeners=PLAINTEXT://{HOST}:{self.kafka_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={KAFKA_DATA}
+log.dirs={data}
 num.partitions=1
 default.replication.factor=1
 offsets.topic.replication.factor=1
@@ -174,314 +310,199 @@ log.retention.hours=24
 log.segment.bytes=134217728
 """
 
-
-def java_classpath() -> str:
-    return f"{KAFKA_LIBS}/*"
-
-
-def kafka_install() -> None:
-    if any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
-        return
-    if shutil.which("java") is None:
-        apt_install("openjdk-17-jre-headless")
-    if shutil.which("mvn") is None:
-        apt_install("maven")
-    say("resolving Apache Kafka and its runtime dependencies with Maven (first run only)")
-    KAFKA_LIBS.mkdir(parents=True, exist_ok=True)
-    run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(ROOT / "scripts" / "kafka" / "pom.xml"),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={KAFKA_LIBS}",
-            "-DincludeScope=runtime",
-        ]
-    )
-    if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
-        raise ServiceError(f"kafka: Maven finished but no kafka_2.13 jar is in {KAFKA_LIBS}")
-
-
-def kafka_start() -> None:
-    kafka_install()
-    KAFKA_DIR.mkdir(parents=True, exist_ok=True)
-    properties = KAFKA_DIR / "server.properties"
-    properties.write_text(KAFKA_PROPERTIES)
-    java = ["java", "-cp", java_classpath()]
-    if not (KAFKA_DATA / "meta.properties").exists():
-        uuid = (
-            subprocess.run(
-                [*java, "kafka.tools.StorageTool", "random-uuid"],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
+    def kafka_install(self) -> None:
+        if any(self.libs.glob("kafka_2.13-*.jar")):
+            return
+        if shutil.which("java") is None:
+            apt_install("openjdk-17-jre-headless")
+        if shutil.which("mvn") is None:
+            apt_install("maven")
+        self._say("resolving Apache Kafka and its runtime dependencies with Maven (first run only)")
+        self.libs.mkdir(parents=True, exist_ok=True)
         run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", uuid, "-c", str(properties)],
-            log=KAFKA_LOG,
-        )
-    heap = os.environ.get("KAFKA_HEAP", "-Xms256m -Xmx768m").split()
-    with KAFKA_LOG.open("ab") as log:
-        process = subprocess.Popen(
             [
-                "java",
-                *heap,
-                "-XX:+UseG1GC",
-                "-Djava.awt.headless=true",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
-                "-Dorg.slf4j.simpleLogger.showDateTime=true",
-                "-cp",
-                java_classpath(),
-                "kafka.Kafka",
-                str(properties),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    pid_file("kafka").write_text(str(process.pid))
-    wait_until(SERVICES["kafka"], lambda: process.poll() is None)
+                "mvn", "-q", "-B", "-f", str(ROOT / "scripts" / "kafka" / "pom.xml"),
+                "dependency:copy-dependencies", f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime",
+            ]
+        )  # fmt: skip
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise ServiceError(f"kafka: Maven finished but no kafka_2.13 jar is in {self.libs}")
 
-
-def kafka_ready() -> bool:
-    if not port_open(KAFKA_PORT):
-        return False
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": f"{HOST}:{KAFKA_PORT}", "log_level": 0})
-    try:
-        metadata = admin.list_topics(timeout=3)
-    except Exception:  # noqa: BLE001 - any failure means "not yet"
-        return False
-    return bool(metadata.brokers)
-
-
-def kafka_stop() -> None:
-    stop_pid("kafka", signal.SIGTERM, timeout=60)
-
-
-# ----------------------------------------------------------------------------------- PostgreSQL
-
-PG_DIR = CACHE / "postgres"
-PG_DATA = PG_DIR / "data"
-PG_SOCKETS = PG_DIR / "run"
-PG_LOG = PG_DIR / "postgres.log"
-PG_USER = "postgres"
-
-
-def pg_owner() -> str | None:
-    """Who runs the server: PostgreSQL refuses root, so root hands it to the `postgres` user."""
-    return PG_USER if os.geteuid() == 0 else None
-
-
-def pg_start() -> None:
-    if not (PG_BIN / "postgres").exists():
-        apt_install("postgresql-15")
-    for folder in (PG_DIR, PG_SOCKETS):
+    def kafka_start(self) -> None:
+        self.kafka_install()
+        folder = self.cache / "kafka"
         folder.mkdir(parents=True, exist_ok=True)
-    owner = pg_owner()
-    if owner is not None:
-        shutil.chown(PG_DIR, owner)
-        shutil.chown(PG_SOCKETS, owner)
-        PG_LOG.touch()
-        shutil.chown(PG_LOG, owner)
-    if not (PG_DATA / "PG_VERSION").exists():
-        run(
-            [
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(PG_DATA),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-            ],
-            user=owner,
-            log=PG_LOG,
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        properties = folder / "server.properties"
+        properties.write_text(self.kafka_properties())
+        java = ["java", "-cp", f"{self.libs}/*"]
+        if not (folder / "data" / "meta.properties").exists():
+            uuid = (
+                subprocess.run(
+                    [*java, "kafka.tools.StorageTool", "random-uuid"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", uuid, "-c", str(properties)],
+                log=self.log("kafka"),
+            )
+        heap = os.environ.get("KAFKA_HEAP", "-Xms256m -Xmx768m").split()
+        with self.log("kafka").open("ab") as log:
+            process = subprocess.Popen(
+                [
+                    "java", *heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                    "-Dorg.slf4j.simpleLogger.defaultLogLevel=info",
+                    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+                    "-cp", f"{self.libs}/*", "kafka.Kafka", str(properties),
+                ],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        self._pid_file("kafka").write_text(str(process.pid))
+        self.wait_ready("kafka", lambda: process.poll() is None)
+
+    def kafka_ready(self) -> bool:
+        if not port_open(self.kafka_port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.kafka_bootstrap, "log_level": 0})
+        try:
+            metadata = admin.list_topics(timeout=3)
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+        return bool(metadata.brokers)
+
+    def kafka_stop(self) -> None:
+        self._stop_pid("kafka", timeout=60)
+
+    # -------------------------------------------------------------------------- PostgreSQL
+
+    @property
+    def pg_data(self) -> Path:
+        return self.cache / "postgres" / "data"
+
+    @staticmethod
+    def pg_owner() -> str | None:
+        """Who runs the server: PostgreSQL refuses root, so root hands it to `postgres`."""
+        return "postgres" if os.geteuid() == 0 else None
+
+    def pg_start(self) -> None:
+        if not (PG_BIN / "postgres").exists():
+            apt_install("postgresql-15")
+        folder, sockets = self.cache / "postgres", self.cache / "postgres" / "run"
+        for path in (folder, sockets, self.run_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        owner = self.pg_owner()
+        log = self.log("postgres")
+        if owner is not None:
+            shutil.chown(folder, owner)
+            shutil.chown(sockets, owner)
+            log.touch()
+            shutil.chown(log, owner)
+        if not (self.pg_data / "PG_VERSION").exists():
+            run(
+                [str(PG_BIN / "initdb"), "-D", str(self.pg_data), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--locale=C.UTF-8"],
+                user=owner, log=log,
+            )  # fmt: skip
+        options = (
+            f"-c listen_addresses={HOST} -c port={self.pg_port} -c unix_socket_directories={sockets} "
+            "-c max_connections=300 -c shared_buffers=256MB -c timezone=UTC "
+            "-c max_wal_size=2GB -c checkpoint_timeout=15min"
         )
-    options = (
-        f"-c listen_addresses={HOST} -c port={PG_PORT} -c unix_socket_directories={PG_SOCKETS} "
-        "-c max_connections=300 -c shared_buffers=256MB -c timezone=UTC "
-        "-c max_wal_size=2GB -c checkpoint_timeout=15min"
-    )
-    run(
-        [
+        pg_ctl = [
             str(PG_BIN / "pg_ctl"),
             "-D",
-            str(PG_DATA),
+            str(self.pg_data),
             "-l",
-            str(PG_LOG),
+            str(log),
             "-o",
             options,
             "-w",
             "-t",
             "60",
-            "start",
-        ],
-        user=owner,
-        log=PG_LOG,
-    )
-    (RUN / "postgres.started").write_text(str(PG_DATA))
-    wait_until(SERVICES["postgres"], lambda: True)
+        ]
+        run([*pg_ctl, "start"], user=owner, log=log)
+        (self.run_dir / "postgres.started").write_text(str(self.pg_data))
+        self.wait_ready("postgres")
 
-
-def pg_ready() -> bool:
-    if not port_open(PG_PORT):
-        return False
-    isready = PG_BIN / "pg_isready"
-    command = str(isready) if isready.exists() else "pg_isready"
-    result = subprocess.run([command, "-h", HOST, "-p", str(PG_PORT), "-q"], check=False)
-    return result.returncode == 0
-
-
-def pg_ensure_database() -> None:
-    import psycopg
-
-    with psycopg.connect(
-        f"postgresql://postgres@{HOST}:{PG_PORT}/postgres", autocommit=True
-    ) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-        ).fetchone()
-        if exists is None:
-            conn.execute(f'CREATE DATABASE "{DATABASE}"')
-            say(f"postgres: created database {DATABASE}")
-
-
-def pg_stop() -> None:
-    marker = RUN / "postgres.started"
-    if not marker.exists():
-        return
-    if (PG_DATA / "postmaster.pid").exists():
-        run(
-            [str(PG_BIN / "pg_ctl"), "-D", str(PG_DATA), "-m", "fast", "-w", "stop"],
-            user=pg_owner(),
-            log=PG_LOG,
+    def pg_ready(self) -> bool:
+        if not port_open(self.pg_port):
+            return False
+        isready = PG_BIN / "pg_isready"
+        command = str(isready) if isready.exists() else "pg_isready"
+        return (
+            subprocess.run(
+                [command, "-h", HOST, "-p", str(self.pg_port), "-q"], check=False
+            ).returncode
+            == 0
         )
-        say("postgres stopped")
-    marker.unlink()
 
+    def pg_ensure_database(self) -> None:
+        import psycopg
 
-# ---------------------------------------------------------------------------------------- Redis
+        with psycopg.connect(self.database_server_url, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+                self._say(f"postgres: created database {DATABASE}")
 
-REDIS_DIR = CACHE / "redis"
-REDIS_LOG = REDIS_DIR / "redis.log"
-
-
-def redis_start() -> None:
-    if shutil.which("redis-server") is None:
-        apt_install("redis-server")
-        if redis_ready():  # the package's own service came up on the standard port: reuse it
+    def pg_stop(self) -> None:
+        marker = self.run_dir / "postgres.started"
+        if not marker.exists():
             return
-    REDIS_DIR.mkdir(parents=True, exist_ok=True)
-    with REDIS_LOG.open("ab") as log:
-        process = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                HOST,
-                "--port",
-                str(REDIS_PORT),
-                "--dir",
-                str(REDIS_DIR),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-                "--daemonize",
-                "no",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    pid_file("redis").write_text(str(process.pid))
-    wait_until(SERVICES["redis"], lambda: process.poll() is None)
-
-
-def redis_ready() -> bool:
-    if not port_open(REDIS_PORT):
-        return False
-    import redis
-
-    try:
-        return bool(redis.Redis(host=HOST, port=REDIS_PORT, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-def redis_stop() -> None:
-    stop_pid("redis", signal.SIGTERM, timeout=20)
-
-
-# --------------------------------------------------------------------------------------- common
-
-
-def stop_pid(name: str, sig: signal.Signals, timeout: float) -> None:
-    pid = read_pid(name)
-    if pid is None:
-        return
-    if pid_alive(pid):
-        os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            # Reap it if it is our child (it is not when an earlier `up` started it).
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        say(f"{name} stopped")
-    pid_file(name).unlink(missing_ok=True)
-
-
-SERVICES: dict[str, Service] = {
-    "kafka": Service("kafka", KAFKA_PORT, KAFKA_LOG, kafka_start, kafka_ready, kafka_stop),
-    "postgres": Service("postgres", PG_PORT, PG_LOG, pg_start, pg_ready, pg_stop),
-    "redis": Service("redis", REDIS_PORT, REDIS_LOG, redis_start, redis_ready, redis_stop),
-}
-
-
-def up(names: Sequence[str]) -> None:
-    RUN.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        service = SERVICES[name]
-        started = time.monotonic()
-        if service.ready():
-            say(f"{name} already answering on {HOST}:{service.port}, reusing it")
-        elif port_open(service.port):
-            # Something holds the port but does not answer yet (a broker still starting): wait.
-            wait_until(service, lambda: True)
-            say(f"{name} answering on {HOST}:{service.port}, reusing it")
-        else:
-            service.start()
-            say(
-                f"{name} started on {HOST}:{service.port} in {time.monotonic() - started:.1f}s (log: {service.log})"
+        if (self.pg_data / "postmaster.pid").exists():
+            run(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w", "stop"],
+                user=self.pg_owner(),
+                log=self.log("postgres"),
             )
-        if name == "postgres":
-            pg_ensure_database()
+            self._say("postgres stopped")
+        marker.unlink()
+
+    # ------------------------------------------------------------------------------- Redis
+
+    def redis_start(self) -> None:
+        if shutil.which("redis-server") is None:
+            apt_install("redis-server")
+            if self.redis_ready():  # the package's own service came up on this port: reuse it
+                return
+        folder = self.cache / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.log("redis").open("ab") as log:
+            process = subprocess.Popen(
+                ["redis-server", "--bind", HOST, "--port", str(self.redis_port), "--dir", str(folder),
+                 "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        self._pid_file("redis").write_text(str(process.pid))
+        self.wait_ready("redis", lambda: process.poll() is None)
+
+    def redis_ready(self) -> bool:
+        if not port_open(self.redis_port):
+            return False
+        import redis
+
+        try:
+            return bool(redis.Redis(host=HOST, port=self.redis_port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def redis_stop(self) -> None:
+        self._stop_pid("redis", timeout=20)
 
 
-def down(names: Sequence[str]) -> None:
-    for name in reversed(names):
-        SERVICES[name].stop()
-
-
-def status(names: Sequence[str]) -> None:
-    for name in names:
-        service = SERVICES[name]
-        state = "answering" if service.ready() else "down"
-        say(f"{name:9} {HOST}:{service.port} {state} (log: {service.log})")
+def default_stack() -> Stack:
+    cache = Path(os.environ.get("CONSUMER_CACHE_DIR", ROOT / ".cache")).resolve()
+    return Stack(cache=cache)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -489,14 +510,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("services", nargs="*", help=f"any of {', '.join(SERVICES)} (default: all)")
+    parser.add_argument(
+        "services", nargs="*", help=f"any of {', '.join(SERVICE_NAMES)} (default: all)"
+    )
     args = parser.parse_args(argv)
-    names = args.services or list(SERVICES)
-    unknown = sorted(set(names) - set(SERVICES))
+    names = args.services or list(SERVICE_NAMES)
+    unknown = sorted(set(names) - set(SERVICE_NAMES))
     if unknown:
         parser.error(f"unknown service(s): {', '.join(unknown)}")
+    stack = default_stack()
     try:
-        {"up": up, "down": down, "status": status}[args.action](names)
+        {"up": stack.up, "down": stack.down, "status": stack.status}[args.action](names)
     except ServiceError as error:
         print(f"services: ERROR: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,86 @@
+"""`scripts/services.py` on real processes: a private stack on other ports starts, answers,
+survives a kill and a restart, and a service that will not answer is named with its log."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient
+
+from scripts.services import ROOT, ServiceError, Stack
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private_dir() -> Iterator[Path]:
+    """A folder the `postgres` user can reach (pytest's tmp_path is private to root)."""
+    path = ROOT / ".cache" / "private" / uuid.uuid4().hex[:8]
+    path.mkdir(parents=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_private_stack_starts_is_killed_and_restarts(private_dir: Path) -> None:
+    stack = Stack(
+        cache=private_dir,
+        kafka_port=_free_port(),
+        controller_port=_free_port(),
+        pg_port=_free_port(),
+        redis_port=_free_port(),
+        kafka_libs=ROOT / ".cache" / "kafka" / "libs",
+        quiet=True,
+    )
+    try:
+        stack.up()
+        assert (
+            AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+            .list_topics(timeout=10)
+            .brokers
+        )
+        with psycopg.connect(stack.database_url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert redis.Redis.from_url(stack.redis_url).ping()
+
+        for name in ("redis", "postgres", "kafka"):
+            stack.kill(name)
+            assert not stack.ready(name), f"{name} still answers after SIGKILL"
+            stack.up([name])
+            assert stack.ready(name), f"{name} did not come back"
+    finally:
+        stack.down()
+    assert not any(stack.ready(name) for name in ("kafka", "postgres", "redis"))
+
+
+def test_a_service_that_does_not_answer_is_named_with_its_log(tmp_path: Path) -> None:
+    """Something holds the Redis port but never answers PING: `up` fails saying so."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    stack = Stack(cache=tmp_path, redis_port=listener.getsockname()[1], quiet=True, start_timeout=3)
+    try:
+        with pytest.raises(ServiceError) as raised:
+            stack.up(["redis"])
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    message = str(raised.value)
+    assert message.startswith("redis did not answer")
+    assert str(tmp_path / "redis" / "redis.log") in message

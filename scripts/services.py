@@ -206,11 +206,11 @@ class Stack:
             # runs crash recovery.
             postmaster = int((self.pg_data / "postmaster.pid").read_text().splitlines()[0])
             victims = [postmaster, *_children(postmaster)]
-            for pid in victims:
+            for victim in victims:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(victim, signal.SIGKILL)
             deadline = time.monotonic() + 30
-            while any(pid_alive(pid) for pid in victims) and time.monotonic() < deadline:
+            while any(pid_alive(victim) for victim in victims) and time.monotonic() < deadline:
                 time.sleep(0.1)
             (self.run_dir / "postgres.started").unlink(missing_ok=True)
             return

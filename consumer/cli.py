@@ -215,6 +215,23 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from consumer.bench import MEASUREMENTS, BenchOptions, run_bench
+
+    overrides = {"worker": {"batch_size": args.batch_size, "batch_time_ms": args.batch_time_ms}}
+    settings = _settings(args, overrides)
+    options = BenchOptions(
+        events=args.events,
+        partitions=args.partitions,
+        processes=args.processes,
+        runs=args.runs,
+        measurements=tuple(args.only or MEASUREMENTS),
+        output=Path(args.output) if args.output else None,
+    )
+    run_bench(settings, options)
+    return 0
+
+
 def _create_topic(settings: Settings, topic: str, partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -315,6 +332,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--group", help="consumer group of the worker (the replay uses <group>-dlq-replay)"
     )
     dlq_replay.set_defaults(func=cmd_dlq_replay)
+
+    bench = commands.add_parser(
+        "bench", help="measure the worker against the limit and per-event baselines"
+    )
+    bench.add_argument("--events", type=int, default=100_000)
+    bench.add_argument("--partitions", type=int, default=2)
+    bench.add_argument(
+        "--processes", type=int, default=1, help="worker processes (and limit processes)"
+    )
+    bench.add_argument("--runs", type=int, default=3, help="repetitions; the table shows medians")
+    bench.add_argument("--batch-size", type=int)
+    bench.add_argument("--batch-time-ms", type=int)
+    bench.add_argument("--only", action="append", choices=["worker", "limit", "per_event"])
+    bench.add_argument("--output", default="bench-results/latest.json", help="JSON report path")
+    bench.set_defaults(func=cmd_bench)
 
     demo = commands.add_parser("demo", help="the whole job end to end on the local services")
     demo.add_argument("--count", type=int, default=5000)

@@ -1,0 +1,382 @@
+"""`consumer bench`: how fast the worker saves events, against two baselines measured in the
+same run on the same messages (the machine is shared and noisy, so only ratios carry over).
+
+1. Pre-load N realistic events (the `consumer produce` mix: sentry-sdk events wrapped as
+   occurrences) into a fresh topic with P partitions, spread over a few projects.
+2. Measure, each on a fresh database and its own consumer group, reading the same messages:
+   * worker: the real worker with the chosen settings, in `processes` worker processes;
+   * limit: consume, decode, and bulk-copy each raw message into a scratch nodestore-shaped
+     table, committing PostgreSQL and Kafka per batch, with no other work (same process count);
+   * per-event: the real worker with batching turned off (one message per batch: one nodestore
+     upsert per event) and the Redis caches off (one get-or-create round trip per release,
+     environment and link per event), as Sentry's per-event path does.
+3. Report events per second from the first poll to the last commit, batch latency p50/p99, peak
+   resident memory of every process, CPU time per event (the measured processes only), and the
+   ratios worker/limit and worker/per-event; medians over `runs` repetitions; also as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import queue
+import resource
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+from consumer.settings import Settings
+
+MEASUREMENTS = ("worker", "limit", "per_event")
+
+
+@dataclass
+class ProcessStats:
+    """What one measured process reports when it is done."""
+
+    messages: int = 0
+    first_poll: float | None = None  # wall clock (time.time) of the first message received
+    last_commit: float | None = None  # wall clock of the last commit
+    batch_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    max_rss_bytes: int = 0
+    exit_code: int = 0
+
+
+@dataclass
+class Measurement:
+    kind: str
+    events: int
+    seconds: float
+    events_per_second: float
+    batch_p50_ms: float
+    batch_p99_ms: float
+    max_rss_mb: list[float]
+    cpu_us_per_event: float
+    exit_codes: list[int]
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def combine(kind: str, stats: Sequence[ProcessStats]) -> Measurement:
+    events = sum(s.messages for s in stats)
+    starts = [s.first_poll for s in stats if s.first_poll is not None]
+    ends = [s.last_commit for s in stats if s.last_commit is not None]
+    seconds = (max(ends) - min(starts)) if starts and ends else 0.0
+    batches = [b for s in stats for b in s.batch_seconds]
+    cpu = sum(s.cpu_seconds for s in stats)
+    return Measurement(
+        kind=kind,
+        events=events,
+        seconds=round(seconds, 3),
+        events_per_second=round(events / seconds, 1) if seconds > 0 else 0.0,
+        batch_p50_ms=round(_percentile(batches, 0.5) * 1000, 2),
+        batch_p99_ms=round(_percentile(batches, 0.99) * 1000, 2),
+        max_rss_mb=[round(s.max_rss_bytes / 2**20, 1) for s in stats],
+        cpu_us_per_event=round(cpu / events * 1e6, 1) if events else 0.0,
+        exit_codes=[s.exit_code for s in stats],
+    )
+
+
+def _finish(stats: ProcessStats) -> ProcessStats:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    stats.cpu_seconds = usage.ru_utime + usage.ru_stime
+    stats.max_rss_bytes = usage.ru_maxrss * 1024  # Linux reports kilobytes
+    return stats
+
+
+# ------------------------------------------------------------------------------ the worker
+
+
+def _worker_process(settings: Settings, results: Queue[ProcessStats]) -> None:
+    """A measured worker process: the real Worker, with probes on its first message, its
+    commits and its batch saves."""
+    from arroyo.types import Commit, Partition
+
+    from consumer.pipeline.job import Job
+    from consumer.pipeline.save import SaveResult
+    from consumer.strategy.saver import Saver
+    from consumer.worker import Worker
+
+    stats = ProcessStats()
+
+    class TimedSaver:
+        def __init__(self, inner: Saver) -> None:
+            self.inner = inner
+
+        def save(self, jobs: Sequence[Job]) -> SaveResult:
+            started = time.perf_counter()
+            if stats.first_poll is None:
+                stats.first_poll = time.time()
+            result = self.inner.save(jobs)
+            stats.batch_seconds.append(time.perf_counter() - started)
+            return result
+
+    def timed_commit(commit: Commit) -> Commit:
+        class Timed:
+            def __call__(self, offsets: Mapping[Partition, int], force: bool = False) -> None:
+                commit(offsets, force)
+                if offsets:
+                    stats.last_commit = time.time()
+
+        return Timed()
+
+    worker = Worker(settings, wrap_commit=timed_commit, wrap_saver=TimedSaver)
+    stats.exit_code = worker.run()
+    from consumer import metrics
+
+    stats.messages = int(metrics.total(metrics.MESSAGES))
+    results.put(_finish(stats))
+
+
+# ------------------------------------------------------------------------------- the limit
+
+LIMIT_TABLE = "bench_limit_node"
+
+
+def _limit_process(settings: Settings, results: Queue[ProcessStats]) -> None:
+    """Consume, decode, COPY the raw messages into a nodestore-shaped table; commit both per batch."""
+    import orjson
+    import psycopg
+    from confluent_kafka import Consumer
+
+    from consumer.storage.pool import conninfo
+
+    stats = ProcessStats()
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": settings.kafka.group_id,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([settings.kafka.topic])
+    idle_since = time.monotonic()
+    with psycopg.connect(conninfo(settings.database)) as conn:
+        while time.monotonic() - idle_since < settings.worker.exit_when_idle:
+            messages = consumer.consume(settings.worker.batch_size, timeout=0.2)
+            messages = [m for m in messages if m.error() is None]
+            if not messages:
+                continue
+            started = time.perf_counter()
+            if stats.first_poll is None:
+                stats.first_poll = time.time()
+            now = datetime.now(UTC)
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(f"COPY {LIMIT_TABLE} (id, data, timestamp) FROM STDIN") as copy,
+            ):
+                for message in messages:
+                    value = message.value() or b""
+                    orjson.loads(value)
+                    copy.write_row(
+                        (f"{message.partition()}:{message.offset()}", value.decode(), now)
+                    )
+            conn.commit()
+            consumer.commit(asynchronous=False)
+            stats.last_commit = time.time()
+            stats.batch_seconds.append(time.perf_counter() - started)
+            stats.messages += len(messages)
+            idle_since = time.monotonic()
+    consumer.close()
+    results.put(_finish(stats))
+
+
+# ------------------------------------------------------------------------------ the harness
+
+
+def _measure(
+    kind: str,
+    target: Callable[[Settings, Queue[ProcessStats]], None],
+    settings: Settings,
+    processes: int,
+) -> Measurement:
+    context = multiprocessing.get_context("spawn")
+    results: Queue[ProcessStats] = context.Queue()
+    children = [
+        context.Process(target=target, args=(settings, results), name=f"{kind}-{i}")
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+    stats: list[ProcessStats] = []
+    while len(stats) < len(children):
+        try:
+            stats.append(results.get(timeout=1.0))
+        except queue.Empty:
+            dead = [c for c in children if c.exitcode is not None and c.exitcode != 0]
+            if dead:
+                raise RuntimeError(f"bench: {dead[0].name} died with exit code {dead[0].exitcode}") from None
+    for child in children:
+        child.join(60)
+    return combine(kind, stats)
+
+
+def _fresh_database(server_url: str, name: str) -> str:
+    import psycopg
+
+    from consumer.storage.migrate import migrate
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = server_url.rsplit("/", 1)[0] + f"/{name}"
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {LIMIT_TABLE} (LIKE nodestore_node INCLUDING ALL)")
+    return url
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    events: int = 100_000
+    partitions: int = 2
+    processes: int = 1
+    runs: int = 3
+    projects: int = 4
+    measurements: tuple[str, ...] = MEASUREMENTS
+    output: Path | None = None
+
+
+def run_bench(
+    settings: Settings, options: BenchOptions, say: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Pre-load once, measure each kind `runs` times, print the table, return (and write) JSON."""
+    import psycopg
+
+    from consumer.loadgen.produce import produce_occurrences
+    from consumer.loadgen.sdk import event_stream
+    from consumer.storage.admin import create_organization, create_project
+
+    run_id = uuid.uuid4().hex[:8]
+    topic = f"bench-{run_id}"
+    server_url = settings.database.url.reveal().rsplit("/", 1)[0] + "/postgres"
+    _create_topic(settings, topic, options.partitions)
+    say(
+        f"bench: pre-loading {options.events} events into {topic} ({options.partitions} partitions)"
+    )
+    project_ids = list(range(1, options.projects + 1))
+    report = produce_occurrences(
+        settings.kafka.client_config(),
+        topic,
+        event_stream(),
+        count=options.events,
+        project_ids=project_ids,
+    )
+    say(f"bench: pre-loaded in {report.seconds:.1f}s")
+
+    results: dict[str, list[Measurement]] = {kind: [] for kind in options.measurements}
+    for run in range(options.runs):
+        for kind in options.measurements:
+            database = f"bench_{run_id}_{kind}_{run}"
+            url = _fresh_database(server_url, database)
+            with psycopg.connect(url, autocommit=True) as conn:
+                org_id = create_organization(conn, "bench")
+                for project_id in project_ids:
+                    create_project(conn, org_id, f"bench-{project_id}", project_id=project_id)
+            measured = _settings_for(
+                settings, kind, url, topic, f"bench-{run_id}-{kind}-{run}", options
+            )
+            target = _limit_process if kind == "limit" else _worker_process
+            measurement = _measure(kind, target, measured, options.processes)
+            results[kind].append(measurement)
+            say(
+                f"bench: run {run + 1}/{options.runs} {kind:9} {measurement.events_per_second:>10,.0f} events/s "
+                f"({measurement.events} events in {measurement.seconds:.1f}s)"
+            )
+            _drop_database(server_url, database)
+    summary = _summarize(results, options)
+    say(_table(summary))
+    if options.output is not None:
+        options.output.parent.mkdir(parents=True, exist_ok=True)
+        options.output.write_text(json.dumps(summary, indent=2))
+        say(f"bench: written to {options.output}")
+    return summary
+
+
+def _settings_for(
+    settings: Settings, kind: str, url: str, topic: str, group: str, options: BenchOptions
+) -> Settings:
+    from consumer.settings import SecretUrl
+
+    worker = dataclasses.replace(settings.worker, exit_when_idle=3.0, metrics_port=0)
+    redis = settings.redis
+    if kind == "per_event":
+        worker = dataclasses.replace(worker, batch_size=1)
+        redis = dataclasses.replace(redis, key_prefix=f"{group}:")
+    kafka = dataclasses.replace(
+        settings.kafka, topic=topic, group_id=group, dlq_topic=f"{topic}-dlq"
+    )
+    database = dataclasses.replace(settings.database, url=SecretUrl(url))
+    return dataclasses.replace(settings, worker=worker, kafka=kafka, database=database, redis=redis)
+
+
+def _summarize(results: Mapping[str, list[Measurement]], options: BenchOptions) -> dict[str, Any]:
+    medians: dict[str, dict[str, Any]] = {}
+    for kind, runs in results.items():
+        if not runs:
+            continue
+        medians[kind] = {
+            "events_per_second": statistics.median(m.events_per_second for m in runs),
+            "batch_p50_ms": statistics.median(m.batch_p50_ms for m in runs),
+            "batch_p99_ms": statistics.median(m.batch_p99_ms for m in runs),
+            "max_rss_mb": max(max(m.max_rss_mb, default=0.0) for m in runs),
+            "cpu_us_per_event": statistics.median(m.cpu_us_per_event for m in runs),
+            "runs": [dataclasses.asdict(m) for m in runs],
+        }
+    ratios = {}
+    worker = medians.get("worker", {}).get("events_per_second")
+    for kind in ("limit", "per_event"):
+        base = medians.get(kind, {}).get("events_per_second")
+        if worker and base:
+            ratios[f"worker/{kind}"] = round(worker / base, 3)
+    return {
+        "options": {k: str(v) for k, v in dataclasses.asdict(options).items()},
+        "medians": medians,
+        "ratios": ratios,
+    }
+
+
+def _table(summary: Mapping[str, Any]) -> str:
+    lines = [
+        f"{'measurement':12} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'peak RSS MB':>12} {'CPU µs/event':>13}",
+    ]
+    for kind, row in summary["medians"].items():
+        lines.append(
+            f"{kind:12} {row['events_per_second']:>10,.0f} {row['batch_p50_ms']:>8.1f} {row['batch_p99_ms']:>8.1f} "
+            f"{row['max_rss_mb']:>12.0f} {row['cpu_us_per_event']:>13.0f}"
+        )
+    for name, value in summary["ratios"].items():
+        lines.append(f"{name}: {value:.2f}")
+    return "\n".join(lines)
+
+
+def _create_topic(settings: Settings, topic: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient(settings.kafka.client_config())
+    for future in admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+    ).values():
+        future.result(timeout=30)

@@ -138,6 +138,7 @@ class RedisSettings:
     indexer_read_namespaced: bool = False
     indexer_write_namespaced: bool = False
     link_cache_ttl: int = 3600
+    project_options_ttl: int = 3600
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,6 @@ from consumer.storage.releases import (
 from consumer.storage.store import ENVIRONMENT, ORGANIZATION, PROJECT
 from consumer.storage.string_id_cache import (
     STALE_AFTER_SECONDS,
-    InvalidEntry as InvalidIdEntry,
-)
-from consumer.storage.string_id_cache import (
     external_key,
     jittered_ttl,
     legacy_key,
@@ -36,6 +33,9 @@ from consumer.storage.string_id_cache import (
     read_legacy,
     read_stamped,
     stamped_value,
+)
+from consumer.storage.string_id_cache import (
+    InvalidEntry as InvalidIdEntry,
 )
 
 

@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import pytest
 import redis
-from psycopg.abc import Params, Query
+from psycopg.abc import Params
 
 from consumer.settings import Settings, with_changes
 from consumer.storage.store import Storage
@@ -31,12 +32,12 @@ class StatementCounter:
         class CountingCursor(psycopg.Cursor[Any]):
             def execute(
                 self,
-                query: Query,
+                query: Any,
                 params: Params | None = None,
                 *,
                 prepare: bool | None = None,
                 binary: bool | None = None,
-            ) -> CountingCursor:
+            ) -> Self:
                 counter.queries.append(query.decode() if isinstance(query, bytes) else str(query))
                 return super().execute(query, params, prepare=prepare, binary=binary)
 
@@ -91,9 +92,12 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
         self.process = subprocess.Popen(
             [
-                "redis-server",
+                binary,
                 "--port",
                 str(self.port),
                 "--bind",

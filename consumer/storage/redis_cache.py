@@ -5,12 +5,17 @@ Every key carries the configured prefix and a version, as Django's cache does fo
 one round trip. A Redis failure never raises: it is counted as an `error` of the cache that made
 the call (one per key) and reads as "nothing cached" or "not written", so the caller goes on
 against PostgreSQL. Callers write to the cache only after PostgreSQL committed what the entry says.
+
+After a failure Redis is left alone for `retry_interval` seconds: calls meanwhile count their
+errors without touching the network, so a Redis that hangs costs one timeout per interval
+instead of one per call, and batches go on at PostgreSQL speed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -40,9 +45,19 @@ class RedisCache:
     a broken pooled connection is retried once at once (a restarted Redis), never with backoff.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        *,
+        retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        self.retry_interval = retry_interval
+        self.clock = clock
+        self._unavailable_until = 0.0
         # Log an outage once when it starts and once when it ends, not once per call.
         self._healthy = True
 
@@ -53,9 +68,8 @@ class RedisCache:
             socket_timeout=settings.socket_timeout,
             socket_connect_timeout=settings.socket_timeout,
             retry=Retry(NoBackoff(), 1),
-            retry_on_timeout=False,
         )
-        return cls(client, settings.key_prefix)
+        return cls(client, settings.key_prefix, retry_interval=settings.retry_interval)
 
     def close(self) -> None:
         self.client.close()
@@ -68,6 +82,8 @@ class RedisCache:
         """Values of `keys` in order (None where absent) in one MGET; None when Redis failed."""
         if not keys:
             return []
+        if self._skipping(cache, len(keys)):
+            return None
         try:
             values = self.client.mget(keys)
         except redis.RedisError as error:
@@ -85,6 +101,8 @@ class RedisCache:
         batch = list(writes)
         if not batch:
             return True
+        if self._skipping(cache, len(batch)):
+            return False
         try:
             pipe = self.client.pipeline(transaction=False)
             for item in batch:
@@ -106,8 +124,16 @@ class RedisCache:
         """Seconds left on a key (-2 absent, -1 no expiry); raises on Redis errors (tests, tools)."""
         return int(self.client.ttl(key))
 
+    def _skipping(self, cache: Cache, amount: int) -> bool:
+        """True (and the errors counted) while Redis is left alone after a failure."""
+        if self._unavailable_until and self.clock() < self._unavailable_until:
+            metrics.count_cache(cache, "error", amount)
+            return True
+        return False
+
     def _failed(self, cache: Cache, action: str, amount: int, error: redis.RedisError) -> None:
         metrics.count_cache(cache, "error", amount)
+        self._unavailable_until = self.clock() + self.retry_interval
         if self._healthy:
             self._healthy = False
             logger.warning(
@@ -117,6 +143,7 @@ class RedisCache:
             logger.debug("redis %s failed for the %s cache: %s", action, cache, error)
 
     def _succeeded(self) -> None:
+        self._unavailable_until = 0.0
         if not self._healthy:
             self._healthy = True
             logger.warning("redis available again")

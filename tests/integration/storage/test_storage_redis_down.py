@@ -133,6 +133,9 @@ def test_redis_down_then_back(
     unique: str,
 ) -> None:
     storage = Storage.open(private_settings, configure=statements.configure)
+    # After a failure Redis is left alone for `retry_interval`; this clock says when that ends.
+    clock = [0.0]
+    storage.redis.clock = lambda: clock[0]
     client = redis.Redis.from_url(private_redis.url)
     prefix = private_settings.redis.key_prefix
     try:
@@ -222,6 +225,9 @@ def test_redis_down_then_back(
 
         # Redis is back (empty, as after a restart): the same calls fill it with true entries.
         private_redis.start()
+        assert storage.projects([p1]) and errors()["model"] > before["model"] + failed["model"]
+        clock[0] += private_settings.redis.retry_interval  # the first call after the interval
+        failed = {cache: errors()[cache] - before[cache] for cache in CACHES}
         assert storage.projects([p1, p2, p3])[p2].date_deleted is not None
         assert storage.organization_cache.get_from_cache(slug=slug) is not None
         assert storage.project_options([p1, p2, p3])[p1] == {"mail:enabled": True}

@@ -143,13 +143,22 @@ WITH req AS (
     ) AS t(ordinal, organization_id, project_id, version, project_version, date_added, package,
            major, minor, patch, revision, prerelease, build_code, build_number)
 ),
+candidates AS (
+    -- Each request's two possible names, so that releases are joined on (organization,
+    -- version) equality: `version IN (a, b)` can only be hashed on the organization, and
+    -- would compare every request with every release of it.
+    SELECT ordinal, organization_id, project_id, project_version, version AS candidate FROM req
+    UNION ALL
+    SELECT ordinal, organization_id, project_id, project_version, project_version FROM req
+    WHERE project_version <> version
+),
 linked AS (
-    SELECT DISTINCT ON (req.ordinal) req.ordinal, r.id, r.organization_id, r.version, r.date_added
-    FROM req
+    SELECT DISTINCT ON (c.ordinal) c.ordinal, r.id, r.organization_id, r.version, r.date_added
+    FROM candidates c
     JOIN sentry_release r
-      ON r.organization_id = req.organization_id AND r.version IN (req.version, req.project_version)
-    JOIN sentry_release_project rp ON rp.release_id = r.id AND rp.project_id = req.project_id
-    ORDER BY req.ordinal, (r.version = req.project_version) DESC, r.id
+      ON r.organization_id = c.organization_id AND r.version = c.candidate
+    JOIN sentry_release_project rp ON rp.release_id = r.id AND rp.project_id = c.project_id
+    ORDER BY c.ordinal, (r.version = c.project_version) DESC, r.id
 ),
 wanted AS (
     SELECT DISTINCT ON (organization_id, version) * FROM req

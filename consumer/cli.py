@@ -4,7 +4,10 @@ consumer migrate
 consumer run [--batch-size N] [--batch-time-ms MS] [--processes N] [--topic T] [--group G]
              [--metrics-port P] [--exit-when-idle SECONDS]
 consumer orgs create SLUG [--name NAME] [--id ID]
+consumer orgs delete SLUG
 consumer projects create ORG_SLUG SLUG [--name NAME] [--id ID]
+consumer projects delete PROJECT_ID
+consumer projects set-option PROJECT_ID KEY JSON_VALUE | --unset
 consumer produce [--count N] [--rate R] [--project-id ID ...]
 consumer demo
 """
@@ -89,12 +92,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_orgs_create(args: argparse.Namespace) -> int:
     import psycopg
 
-    from consumer.storage.admin import create_organization
+    from consumer.storage.admin import AdminError, create_organization
     from consumer.storage.pool import conninfo
 
     settings = _settings(args)
     with psycopg.connect(conninfo(settings.database)) as conn:
-        org_id = create_organization(conn, args.slug, args.name, args.id)
+        try:
+            org_id = create_organization(conn, args.slug, args.name, args.id)
+        except AdminError as error:
+            print(f"consumer: {error}", file=sys.stderr)
+            return 1
     print(org_id)
     return 0
 
@@ -102,7 +109,7 @@ def cmd_orgs_create(args: argparse.Namespace) -> int:
 def cmd_projects_create(args: argparse.Namespace) -> int:
     import psycopg
 
-    from consumer.storage.admin import create_project
+    from consumer.storage.admin import AdminError, create_project
     from consumer.storage.pool import conninfo
 
     settings = _settings(args)
@@ -113,8 +120,86 @@ def cmd_projects_create(args: argparse.Namespace) -> int:
         ).fetchone()
         if row is None:
             raise ConfigurationError(f"no organization with slug {args.org!r}")
-        project_id = create_project(conn, row[0], args.slug, args.name, args.id)
+        try:
+            project_id = create_project(conn, row[0], args.slug, args.name, args.id)
+        except AdminError as error:
+            print(f"consumer: {error}", file=sys.stderr)
+            return 1
     print(project_id)
+    return 0
+
+
+def _report_eviction(evicted: bool, settings: Settings) -> None:
+    if not evicted:
+        print(
+            "consumer: warning: Redis unreachable, cached entries were not evicted; "
+            f"they expire within {settings.redis.model_cache_ttl}s",
+            file=sys.stderr,
+        )
+
+
+def cmd_orgs_delete(args: argparse.Namespace) -> int:
+    from consumer.storage.admin import delete_organization
+    from consumer.storage.store import Storage
+
+    settings = _settings(args)
+    storage = Storage.open(settings)
+    try:
+        changed = delete_organization(storage, args.slug)
+    finally:
+        storage.close()
+    if changed is None:
+        print(f"consumer: no organization with slug {args.slug!r}", file=sys.stderr)
+        return 1
+    _report_eviction(changed.evicted, settings)
+    print(f"organization {changed.row.id} deleted at {changed.row.date_deleted}")
+    return 0
+
+
+def cmd_projects_delete(args: argparse.Namespace) -> int:
+    from consumer.storage.admin import delete_project
+    from consumer.storage.store import Storage
+
+    settings = _settings(args)
+    storage = Storage.open(settings)
+    try:
+        changed = delete_project(storage, args.project_id)
+    finally:
+        storage.close()
+    if changed is None:
+        print(f"consumer: no project with id {args.project_id}", file=sys.stderr)
+        return 1
+    _report_eviction(changed.evicted, settings)
+    print(f"project {changed.row.id} deleted at {changed.row.date_deleted}")
+    return 0
+
+
+def cmd_projects_set_option(args: argparse.Namespace) -> int:
+    import json
+
+    from consumer.storage.admin import AdminError, set_project_option
+    from consumer.storage.store import Storage
+
+    if args.unset == (args.value is not None):
+        raise ConfigurationError("give either a JSON value or --unset")
+    value = None
+    if args.value is not None:
+        try:
+            value = json.loads(args.value)
+        except ValueError:
+            raise ConfigurationError(
+                f"option value must be JSON (a string is quoted: '\"{args.value}\"')"
+            ) from None
+    settings = _settings(args)
+    storage = Storage.open(settings)
+    try:
+        evicted = set_project_option(storage, args.project_id, args.key, value)
+    except AdminError as error:
+        print(f"consumer: {error}", file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+    _report_eviction(evicted, settings)
     return 0
 
 
@@ -285,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     org_create.add_argument("--name")
     org_create.add_argument("--id", type=int)
     org_create.set_defaults(func=cmd_orgs_create)
+    org_delete = orgs.add_parser("delete", help="soft-delete an organization")
+    org_delete.add_argument("slug")
+    org_delete.set_defaults(func=cmd_orgs_delete)
 
     projects = commands.add_parser("projects", help="projects").add_subparsers(
         dest="action", required=True
@@ -295,6 +383,17 @@ def build_parser() -> argparse.ArgumentParser:
     project_create.add_argument("--name")
     project_create.add_argument("--id", type=int)
     project_create.set_defaults(func=cmd_projects_create)
+    project_delete = projects.add_parser("delete", help="soft-delete a project")
+    project_delete.add_argument("project_id", type=int)
+    project_delete.set_defaults(func=cmd_projects_delete)
+    project_option = projects.add_parser(
+        "set-option", help="set a project option (plugin settings such as '<plugin>:enabled')"
+    )
+    project_option.add_argument("project_id", type=int)
+    project_option.add_argument("key")
+    project_option.add_argument("value", nargs="?", help="the value as JSON: true, 3, '\"text\"'")
+    project_option.add_argument("--unset", action="store_true", help="remove the option")
+    project_option.set_defaults(func=cmd_projects_set_option)
 
     produce = commands.add_parser(
         "produce", help="produce realistic occurrences (sentry-sdk events)"

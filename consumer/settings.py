@@ -138,6 +138,8 @@ class RedisSettings:
     indexer_read_namespaced: bool = False
     indexer_write_namespaced: bool = False
     link_cache_ttl: int = 3600
+    project_options_ttl: int = 3600
+    retry_interval: float = 5.0  # after a Redis failure, seconds without trying it again
 
 
 @dataclass(frozen=True)

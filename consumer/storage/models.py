@@ -35,18 +35,25 @@ class Project:
 
 @dataclass(frozen=True, slots=True)
 class Environment:
+    """`date_added` is None when the environment was resolved from the string-to-id cache,
+    which keeps only ids (Sentry's own cache kept the whole row)."""
+
     id: int
     organization_id: int
     name: str
-    date_added: datetime
+    date_added: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Release:
+    """`version` is the release's own name: the version asked for, or for a legacy release
+    linked to the project `<project slug>-<version>` (reference §2.2). `date_added` is None when
+    the release was resolved from the string-to-id cache, which keeps only ids."""
+
     id: int
     organization_id: int
     version: str
-    date_added: datetime
+    date_added: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import psycopg_pool
 
-from consumer.storage.pool import transaction
+from consumer.storage.pool import connection
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class NodeStore:
         latest = dict(nodes)  # one row per id: ON CONFLICT cannot touch a row twice
         if not latest:
             return 0
-        with transaction(self.pool) as conn:
+        with connection(self.pool) as conn:
             conn.execute(
                 _UPSERT,
                 {
@@ -145,7 +145,7 @@ class NodeStore:
         """`{id: document}` for the ids that exist, in one query."""
         if not node_ids:
             return {}
-        with transaction(self.pool) as conn:
+        with connection(self.pool) as conn:
             rows = conn.execute(
                 "SELECT id, data FROM nodestore_node WHERE id = ANY(%s)", (list(node_ids),)
             ).fetchall()
@@ -163,7 +163,7 @@ class NodeStore:
     def delete_multi(self, node_ids: Sequence[str]) -> int:
         if not node_ids:
             return 0
-        with transaction(self.pool) as conn:
+        with connection(self.pool) as conn:
             cursor = conn.execute(
                 "DELETE FROM nodestore_node WHERE id = ANY(%s)", (list(node_ids),)
             )
@@ -171,7 +171,7 @@ class NodeStore:
 
     def cleanup(self, older_than: timedelta | datetime) -> int:
         """Delete nodes written before a cut-off (a datetime, or an age from now)."""
-        with transaction(self.pool) as conn:
+        with connection(self.pool) as conn:
             if isinstance(older_than, timedelta):
                 cursor = conn.execute(
                     "DELETE FROM nodestore_node WHERE timestamp < now() - %s", (older_than,)

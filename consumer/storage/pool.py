@@ -5,14 +5,19 @@
 * statements: `statement_timeout` is set on every connection, so a stuck query fails instead of
   holding a batch (and its offsets) forever.
 
+Connections are in autocommit mode: `connection()` runs each statement as its own transaction
+(as Django's autocommit does for Sentry), so a get-or-create commits, and releases its row locks,
+before the next statement; `transaction()` groups statements explicitly.
+
 Errors that mean "the database is not reachable right now" are mapped to TransientError by
 `transient_errors()`, so callers retry the batch instead of dead-lettering its messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -39,11 +44,18 @@ def conninfo(settings: DatabaseSettings) -> str:
 
 
 def create_pool(
-    settings: DatabaseSettings, *, name: str = "consumer", open_wait: bool = True
+    settings: DatabaseSettings,
+    *,
+    name: str = "consumer",
+    open_wait: bool = True,
+    configure: Callable[[Connection[Any]], None] | None = None,
 ) -> psycopg_pool.ConnectionPool:
-    """Open a pool; with `open_wait` fail fast (TransientError) when the database is down."""
+    """Open a pool of autocommit connections; with `open_wait` fail fast (TransientError) when
+    the database is down. `configure` runs on every new connection (tests count statements)."""
     pool: psycopg_pool.ConnectionPool = psycopg_pool.ConnectionPool(
         conninfo(settings),
+        kwargs={"autocommit": True},
+        configure=configure,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         timeout=settings.checkout_timeout,
@@ -81,7 +93,14 @@ def transient_errors() -> Iterator[None]:
 
 
 @contextmanager
-def transaction(pool: psycopg_pool.ConnectionPool) -> Iterator[Connection[tuple[object, ...]]]:
-    """A pooled connection inside one transaction, committed on success."""
+def connection(pool: psycopg_pool.ConnectionPool) -> Iterator[Connection[tuple[object, ...]]]:
+    """A pooled autocommit connection: every statement commits on its own."""
     with transient_errors(), pool.connection() as conn:
+        yield conn
+
+
+@contextmanager
+def transaction(pool: psycopg_pool.ConnectionPool) -> Iterator[Connection[tuple[object, ...]]]:
+    """A pooled connection inside one transaction, committed on success, rolled back on error."""
+    with transient_errors(), pool.connection() as conn, conn.transaction():
         yield conn

@@ -50,9 +50,9 @@ def metric_names(expression: str) -> set[str]:
             names.add(node.name)
             continue
         for child in ("lhs", "rhs", "expr", "param", "vector_selector"):
-            value = getattr(node, child, None)
-            if value is not None and not isinstance(value, str | int | float):
-                stack.append(value)
+            found = getattr(node, child, None)
+            if found is not None and not isinstance(found, str | int | float):
+                stack.append(found)
         stack.extend(getattr(node, "args", None) or [])
     return names
 
@@ -108,7 +108,7 @@ def declared_series() -> set[str]:
         "gauge": ("",),
         "histogram": ("_bucket", "_sum", "_count"),
     }
-    names = set()
+    names: set[str] = set()
     for family in REGISTRY.collect():
         if family.name.startswith("consumer_"):
             names.update(family.name + suffix for suffix in suffixes[family.type])
@@ -117,7 +117,7 @@ def declared_series() -> set[str]:
 
 def arroyo_series() -> set[str]:
     """The series names the arroyo bridge can make from arroyo's metric names."""
-    names = set()
+    names: set[str] = set()
     for name in typing.get_args(MetricName):
         base = metrics._prom_name(name)
         if name in metrics._WINDOW_SUMS:

@@ -22,6 +22,7 @@ from consumer.loadgen.occurrences import (
     RAW_FILE,
     UNKNOWN_PROJECT_BASE,
     Message,
+    Sample,
     bad_message,
     build_occurrence,
     is_bad,
@@ -141,8 +142,8 @@ def test_traffic_is_spread_over_all_projects_the_first_ones_busiest() -> None:
 
 
 def test_raw_samples_are_sent_as_they_are() -> None:
-    samples = iter([b"{not json", dict(EVENT), b"[1, 2]"])
-    produced = list(messages(samples, [1], random.Random(6)))
+    samples: list[Sample] = [b"{not json", dict(EVENT), b"[1, 2]"]
+    produced = list(messages(iter(samples), [1], random.Random(6)))
     assert [m.kind for m in produced] == [RAW_FILE, GOOD, RAW_FILE]
     assert produced[0] == Message(None, b"{not json", RAW_FILE)
     assert produced[2].value == b"[1, 2]"

@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv services services-down demo test unit integration lint faults bench clean
+.PHONY: venv services services-down tools demo test unit integration lint faults bench clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,10 @@ services: venv
 services-down:
 	@if [ -x $(PY) ]; then $(PY) scripts/services.py down; else python3 scripts/services.py down; fi
 
+# promtool and the Compose Specification's schema for the operations tests (scripts/tools.py).
+tools: venv
+	$(PY) scripts/tools.py
+
 demo: services
 	$(PY) -m consumer demo
 
@@ -34,10 +38,10 @@ lint: venv
 unit: venv
 	$(PY) -m pytest tests/unit -q
 
-integration: services
+integration: services tools
 	$(PY) -m pytest tests/integration -q
 
-test: services lint
+test: services lint tools
 	$(PY) -m pytest tests -q
 
 clean: services-down

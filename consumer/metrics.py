@@ -105,6 +105,10 @@ SAVE_FAILURES = Counter(
     "Batch save attempts that failed, by kind (transient, fatal).",
     ["kind"],
 )
+# Exported at zero from the start: a series born at 1 has no earlier sample, so `increase()` in
+# the alerts would miss the first failure.
+for _kind in ("transient", "fatal"):
+    SAVE_FAILURES.labels(_kind)
 COMMITTED_OFFSET = Gauge(
     "consumer_committed_offset",
     "Last offset committed to Kafka for each partition (the next offset to read).",

@@ -1,0 +1,1 @@
+"""Development scripts: services (Kafka, PostgreSQL, Redis without Docker) and test tools."""

@@ -2,8 +2,9 @@
 
 The SDK is initialised with an in-memory transport, then made to report what applications
 report: exceptions raised through a few layers of real code (so the stack traces are real),
-log-style messages at several levels, breadcrumbs, users, releases, environments, request data
-with browser and mobile user agents. Each captured envelope's event is kept as the SDK sent it.
+log-style messages at several levels (some with parameters, some not in English), chained
+exceptions, breadcrumbs, extra data, custom fingerprints, users, releases and distributions,
+environments, server names, request data with browser, mobile, bot and library user agents. Each captured envelope's event is kept as the SDK sent it.
 Nothing is read from outside the repository.
 """
 
@@ -35,11 +36,26 @@ USER_AGENTS = [
     "Version/17.4 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.6367.82 Mobile Safari/537.36",
+    "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "CriOS/124.0.6367.88 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.67",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    "okhttp/4.12.0",
     "python-requests/2.31.0",
     "curl/8.5.0",
 ]
 PATHS = ["/api/0/orders/", "/checkout", "/api/0/users/me/", "/search?q=shoes", "/cart/items/42"]
 LEVELS: list[Any] = ["error", "warning", "info", "fatal"]
+SERVER_NAMES = ["web-1", "web-2", "web-3", "worker-a", "worker-b"]
+# Messages as applications log them, some with parameters and some not in English.
+LOG_MESSAGES: list[tuple[str, Callable[[random.Random], list[str]]]] = [
+    ("Payment provider answered slowly (%ss)", lambda rng: [str(rng.randrange(2, 30))]),
+    ("Order %s could not be charged: %s", lambda rng: [str(rng.randrange(10**6)), "card_declined"]),
+    ("Paiement refusé pour la commande %s", lambda rng: [str(rng.randrange(10**6))]),
+    ("支付失败: 订单 %s", lambda rng: [str(rng.randrange(10**6))]),
+    ("Cache stampede on key %r", lambda rng: [f"product:{rng.randrange(100)}"]),
+]
 
 
 class _Capture(Transport):
@@ -74,6 +90,17 @@ def _average(values: list[int]) -> float:
     return sum(values) / len(values)
 
 
+class CheckoutError(Exception):
+    pass
+
+
+def _pay(order: dict[str, Any]) -> None:
+    try:
+        order["card"]["number"]
+    except KeyError as error:
+        raise CheckoutError(f"order {order['id']} has no payment method") from error
+
+
 def _checkout(kind: int) -> None:
     stock = {"sku-1": 3, "sku-2": 0}
     if kind == 0:
@@ -82,8 +109,10 @@ def _checkout(kind: int) -> None:
         _reserve(stock, "sku-1", "many")  # ValueError
     elif kind == 2:
         _reserve(stock, "sku-2", "2")  # InventoryError
-    else:
+    elif kind == 3:
         _average([])  # ZeroDivisionError
+    else:
+        _pay({"id": 7, "card": {}})  # CheckoutError chained from a KeyError
 
 
 def _one_event(rng: random.Random, index: int) -> None:
@@ -121,9 +150,22 @@ def _one_event(rng: random.Random, index: int) -> None:
         path = rng.choice(PATHS)
         transaction = rng.choice([None, f"GET {path.split('?')[0]}", "checkout.views.submit"])
 
+        dist = rng.choice(["1", "2", "3"]) if release.startswith("web@") else None
+        server_name = rng.choice(SERVER_NAMES)
+        if rng.random() < 0.3:
+            scope.set_extra(
+                "cart",
+                {"items": [{"sku": f"sku-{n}", "qty": n} for n in range(rng.randrange(1, 4))]},
+            )
+        if rng.random() < 0.1:
+            scope.fingerprint = ["{{ default }}", rng.choice(["checkout", "payments"])]
+
         def decorate(event: Any, _hint: Any) -> Any:
             event["release"] = release
             event["environment"] = environment
+            event["server_name"] = server_name
+            if dist is not None:
+                event["dist"] = dist
             if transaction is not None:
                 event["transaction"] = transaction
             if rng.random() < 0.8:
@@ -135,14 +177,28 @@ def _one_event(rng: random.Random, index: int) -> None:
             return event
 
         scope.add_event_processor(decorate)
-        if index % 3 == 2:
+        if index % 6 == 2:
             sentry_sdk.capture_message(
                 f"Payment provider answered slowly ({rng.randrange(2, 30)}s)",
                 level=rng.choice(LEVELS),
             )
+        elif index % 6 == 5:
+            template, params = rng.choice(LOG_MESSAGES)
+            values = params(rng)
+            sentry_sdk.capture_event(
+                {
+                    "logentry": {
+                        "message": template,
+                        "params": values,
+                        "formatted": template % tuple(values),
+                    },
+                    "logger": rng.choice(["payments", "orders.tasks", "cache"]),
+                    "level": rng.choice(LEVELS),
+                }
+            )
         else:
             try:
-                _checkout(rng.randrange(4))
+                _checkout(rng.randrange(5))
             except Exception:  # noqa: BLE001 - every exception is what we want the SDK to see
                 sentry_sdk.capture_exception()
 
@@ -195,6 +251,3 @@ def event_stream(pool_size: int = 400, seed: int = 0) -> Iterator[dict[str, Any]
         raise RuntimeError("sentry-sdk captured no events")
     while True:
         yield from pool
-
-
-EventSource = Callable[[], Iterator[dict[str, Any]]]

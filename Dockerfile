@@ -1,0 +1,30 @@
+# The worker image: `consumer run` by default; any other `consumer` command as the container's
+# command (`migrate`, `produce`, `orgs create`, ...). Settings come from the environment
+# (README, "Configuration reference").
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY consumer ./consumer
+# Wheels of the package and of every dependency, so the runtime stage installs offline.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CONSUMER_WORKER_HEALTHCHECK_FILE=/tmp/consumer-health
+RUN groupadd --system --gid 10001 consumer \
+    && useradd --system --uid 10001 --gid consumer --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin consumer
+COPY --from=build /wheels /wheels
+RUN pip install --no-index --find-links=/wheels sentry-generic-consumer && rm -rf /wheels
+WORKDIR /app
+USER consumer:consumer
+EXPOSE 9100
+# Liveness: arroyo touches the healthcheck file on every poll of an assigned consumer.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=4 \
+    CMD ["python", "-c", "import os, sys, time; sys.exit(time.time() - os.path.getmtime(os.environ['CONSUMER_WORKER_HEALTHCHECK_FILE']) > 60)"]
+ENTRYPOINT ["consumer"]
+CMD ["run"]

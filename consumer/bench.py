@@ -220,7 +220,9 @@ def _measure(
         except queue.Empty:
             dead = [c for c in children if c.exitcode is not None and c.exitcode != 0]
             if dead:
-                raise RuntimeError(f"bench: {dead[0].name} died with exit code {dead[0].exitcode}") from None
+                raise RuntimeError(
+                    f"bench: {dead[0].name} died with exit code {dead[0].exitcode}"
+                ) from None
     for child in children:
         child.join(60)
     return combine(kind, stats)

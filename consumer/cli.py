@@ -34,7 +34,9 @@ logger = logging.getLogger("consumer")
 def _settings(
     args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None
 ) -> Settings:
-    return load_settings(config_file=args.config, overrides=overrides or {})
+    settings = load_settings(config_file=args.config, overrides=overrides or {})
+    logging.getLogger().setLevel((args.log_level or settings.worker.log_level).upper())
+    return settings
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

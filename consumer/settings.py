@@ -154,7 +154,6 @@ class WorkerSettings:
     healthcheck_file: str = ""
     join_timeout: float = 20.0
     retry_deadline: float = 300.0
-    drain_timeout: float = 30.0
     dlq_guard_window: int = 1000
     dlq_guard_ratio: float = 0.9
     nodestore_compression_level: int = 6

@@ -61,30 +61,42 @@ def consumer_config(settings: Settings, *, group_id: str | None = None) -> dict[
     return dict(config)
 
 
+_owned: set[tuple[str, str]] = set()
+
+
+# Per process: what the last statistics said, to notice commits and partitions moving away.
+_committed: dict[tuple[str, str], int] = {}
+
+
 def _stats(stats_json: str) -> None:
-    """librdkafka statistics (every second): committed offset and lag per owned partition."""
+    """librdkafka statistics (every second): committed offset and lag per owned partition.
+
+    A partition that moved to another worker gets lag 0 here, so the group-wide maximum (series
+    are combined with `max` across processes, and by the alerts) shows its new owner's."""
     stats_callback(stats_json)
     try:
         stats = json.loads(stats_json)
     except ValueError:
         return
+    owned: set[tuple[str, str]] = set()
     for topic_name, topic in (stats.get("topics") or {}).items():
         for partition_id, partition in (topic.get("partitions") or {}).items():
-            if (
-                partition_id == "-1"
-                or not partition.get("fetch_state")
-                or partition.get("fetch_state") == "none"
-            ):
+            if partition_id == "-1" or partition.get("fetch_state") in (None, "", "none"):
                 continue
+            key = (topic_name, partition_id)
+            owned.add(key)
             committed = partition.get("committed_offset", -1001)
             if committed >= 0:
-                previous = metrics.COMMITTED_OFFSET.labels(topic_name, partition_id)._value.get()
-                if committed != previous:
+                if _committed.get(key) != committed:
                     metrics.LAST_COMMIT.set(time.time())
+                _committed[key] = committed
                 metrics.COMMITTED_OFFSET.labels(topic_name, partition_id).set(committed)
             lag = partition.get("consumer_lag", -1)
             if lag >= 0:
                 metrics.CONSUMER_LAG.labels(topic_name, partition_id).set(lag)
+    for topic_name, partition_id in set(_committed) - owned:
+        metrics.CONSUMER_LAG.labels(topic_name, partition_id).set(0)
+        del _committed[(topic_name, partition_id)]
 
 
 @dataclass

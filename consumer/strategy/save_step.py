@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 # After a join deadline, how long an abandoned save may take to notice its cancellation.
 ABANDON_GRACE = 5.0
+# How long `submit` may block the poll loop waiting for the batch in flight (well under any
+# heartbeat or poll interval).
+HANDOFF_WAIT = 0.05
 
 
 class SaveStep(ProcessingStrategy[Batch | FilteredPayload]):
@@ -59,6 +63,11 @@ class SaveStep(ProcessingStrategy[Batch | FilteredPayload]):
     def submit(self, message: Message[Batch | FilteredPayload]) -> None:
         assert not self._closed
         self._forward_done()
+        if self._in_flight is not None:
+            # Wait a moment for the save to finish rather than bouncing straight back: arroyo
+            # sleeps 10 ms after every rejection, which would otherwise be added to every batch.
+            futures.wait([self._in_flight[1]], timeout=HANDOFF_WAIT)
+            self._forward_done()
         if self._in_flight is not None:
             raise MessageRejected()
         if isinstance(message.payload, FilteredPayload):

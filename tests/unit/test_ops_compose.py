@@ -102,7 +102,7 @@ def test_the_worker_waits_for_migrations_topics_and_redis() -> None:
     }
     assert _services()["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert _services()["migrate"]["command"] == ["migrate"]
-    drain = WorkerSettings().drain_timeout
+    drain = WorkerSettings().join_timeout  # the drain waits at most this long for the last batch
     grace = int(worker["stop_grace_period"].removesuffix("s"))
     assert grace > drain, "docker would kill the worker before it drains"
 

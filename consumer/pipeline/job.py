@@ -38,6 +38,9 @@ class Job:
     level: str | None = None
     logger_name: str | None = None
     transaction: str | None = None
+    # The event's `received` as the message carried it (Relay replaces the event's own with the
+    # normalization time), for the event-age metric.
+    received: Any = None
     # CPU seconds spent on this message before batching, reported per batch by the save step.
     decode_seconds: float = 0.0
     normalize_seconds: float = 0.0

@@ -127,6 +127,7 @@ class Occurrence:
     occurrence_id: str
     event_id: str
     event: dict[str, Any]
+    received: Any
 
 
 def build_event(message: dict[str, Any]) -> Occurrence | Skip:
@@ -202,7 +203,7 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
             data[key] = event[key]
     data["metadata"] = {"title": issue_title}
     data["type"] = "generic"
-    return Occurrence(occurrence_id, event_id, data)
+    return Occurrence(occurrence_id, event_id, data, received)
 
 
 class MessageDecoder:
@@ -229,6 +230,7 @@ class MessageDecoder:
             data=data,
             occurrence=occurrence,
             size=len(value or b""),
+            received=built.received,
         )
         pull_out(job)
         finished = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -70,6 +71,31 @@ def write_nodes(jobs: Sequence[Job], storage: StorageAPI) -> None:
         raise ValueError("write_nodes: every job must be encoded first")
     if rows:
         metrics.count_rows("nodestore_node", storage.nodestore.set_many_encoded(rows))
+        observe_event_ages(jobs, time.time())
+
+
+def received_epoch(received: Any) -> float | None:
+    """Epoch seconds of an event's `received` (a number or an ISO 8601 date, UTC when it says
+    no zone), None when it is neither."""
+    if isinstance(received, int | float) and not isinstance(received, bool):
+        return float(received)
+    if isinstance(received, str):
+        try:
+            moment = datetime.fromisoformat(received)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    return None
+
+
+def observe_event_ages(jobs: Sequence[Job], now: float) -> None:
+    """Event age at save: now minus the time the event was received, per saved event."""
+    for job in jobs:
+        received = received_epoch(job.received)
+        if received is not None:
+            metrics.EVENT_AGE.observe(max(0.0, now - received))
 
 
 def inserted_now() -> float:

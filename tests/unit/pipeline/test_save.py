@@ -4,6 +4,8 @@ batch, the nodestore rows, per-step timings, and retries that leave no trace."""
 from __future__ import annotations
 
 import copy
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -183,3 +185,27 @@ def test_a_retry_after_a_failed_read_starts_from_untouched_events(
         )
     assert retried == expected
     assert sizes[0] == sizes[1]
+
+
+def test_event_age_is_observed_from_the_messages_received_time(
+    decoder: MessageDecoder, storage: FakeStorage
+) -> None:
+    def observed() -> tuple[float, float]:
+        for metric in metrics.EVENT_AGE.collect():
+            count = next(s.value for s in metric.samples if s.name.endswith("_count"))
+            total = next(s.value for s in metric.samples if s.name.endswith("_sum"))
+            return count, total
+        raise AssertionError("no event age histogram")
+
+    count, total = observed()
+    hour_ago = time.time() - 3600
+    messages = [
+        _message(received=hour_ago),
+        _message(received=datetime.fromtimestamp(hour_ago, UTC).isoformat()),
+        _message(received=datetime.fromtimestamp(hour_ago, UTC).strftime("%Y-%m-%dT%H:%M:%S")),
+        _message(received=None),  # no age to tell
+    ]
+    EventSaver(storage).save(_jobs(decoder, messages))
+    new_count, new_total = observed()
+    assert new_count - count == 3
+    assert 3 * 3599 <= new_total - total <= 3 * 3700

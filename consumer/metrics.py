@@ -37,6 +37,7 @@ Step = Literal[
     "nodestore",
     "decode",
     "normalize",
+    "pull_out",
     "projects",
     "dead_letters",
 ]

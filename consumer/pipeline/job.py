@@ -1,8 +1,8 @@
 """The Job: one occurrence with its event, on its way through save_generic_events.
 
-A Job is built by `message.decode` on the main thread (the event already normalized and its
-top-level attributes pulled out, reference §2.0) and then mutated by the steps of
-`save_generic_events` on the save thread (reference §1 lists Sentry's job keys; these fields are
+A Job is built by `message.decode` on the main thread (the event normalized by Relay) and then
+completed (user-agent contexts, top-level attributes pulled out, reference §2.0) and mutated by
+the steps of `save_generic_events` on the save thread (reference §1 lists Sentry's job keys; these fields are
 the ones the generic path uses).
 """
 
@@ -30,7 +30,8 @@ class Job:
     data: dict[str, Any]
     occurrence: dict[str, Any]
     size: int = 0
-    # Pulled out of the normalized event (Sentry's `_pull_out_data`).
+    # Pulled out of the normalized event (Sentry's `_pull_out_data`), once: `pulled`.
+    pulled: bool = False
     datetime: datetime | None = None
     release: str | None = None
     dist: str | None = None

@@ -2,7 +2,8 @@
 message (CONTRACT §2, reference §7.2 and §2.0).
 
 Runs per message on the consumer's main thread (see `normalize.py` for why normalization runs
-here). No I/O. Raises BadMessage with a stable `reason` for anything that can never be saved;
+here); the user-agent contexts and the pulling apart of the event (reference §2.0) follow per
+batch on the save thread (`save.py`). No I/O. Raises BadMessage with a stable `reason` for anything that can never be saved;
 returns a Skip for messages that are valid but not saved. Whether the project and organization
 exist, or were deleted, is decided per batch by the save step.
 
@@ -35,7 +36,6 @@ from sentry_kafka_schemas.codecs import ValidationError
 from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
 from consumer.pipeline.normalize import EventNormalizer
-from consumer.pipeline.toplevel import pull_out
 
 _CODEC = get_codec("ingest-occurrences")
 
@@ -207,7 +207,7 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
 
 
 class MessageDecoder:
-    """`decode` with its caches (normalizers per project, parsed user agents). One per thread."""
+    """`decode` with its cache of Relay normalizers (per project). One per thread."""
 
     def __init__(self, normalizer: EventNormalizer | None = None) -> None:
         self.normalizer = normalizer or EventNormalizer()
@@ -219,7 +219,7 @@ class MessageDecoder:
         if isinstance(built, Skip):
             return built
         project_id: int = message["project_id"]
-        occurrence = {key: item for key, item in message.items() if key != "event"}
+        message.pop("event")  # what is left is the occurrence document; no copy needed
         decoded = time.perf_counter()
         data = self.normalizer.normalize(built.event, project_id)
         normalized = time.perf_counter()
@@ -228,11 +228,10 @@ class MessageDecoder:
             event_id=built.event_id,
             occurrence_id=built.occurrence_id,
             data=data,
-            occurrence=occurrence,
+            occurrence=message,
             size=len(value or b""),
             received=built.received,
         )
-        pull_out(job)
         finished = time.perf_counter()
         job.decode_seconds = (decoded - started) + (finished - normalized)
         job.normalize_seconds = normalized - decoded

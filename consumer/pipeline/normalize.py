@@ -1,10 +1,12 @@
 """Relay's store normalizer with the arguments Sentry uses (reference §2.0, CONTRACT §3).
 
-Where it runs: per message, in `message.decode`, on the consumer's main thread, before
-batching. That keeps an event Relay rejects out of the batch (it is dead-lettered on its own
-instead of being found inside a batch save), and it overlaps with the save thread: the Relay
-call is a C call that releases the GIL, so normalizing the next batch proceeds while the save
-thread waits on PostgreSQL.
+Where it runs: the Relay call per message, in `message.decode`, on the consumer's main thread,
+before batching. That keeps an event Relay rejects out of the batch (it is dead-lettered on its
+own instead of being found inside a batch save), and it overlaps with the save thread: the
+Relay call is a C call that releases the GIL, so normalizing the next batch proceeds while the
+save thread works. The user-agent contexts, a cheap pure merge from a cache, are added on the
+save thread, per batch (`save.py`): right after a Relay call the interpreter runs with cold
+caches, and the merge costs three times as much per event there as in a loop over the batch.
 
 Arguments as in Sentry's `EventManager._normalize_impl` for an occurrence (no project config, no
 client, no key, protocol "5", `remove_other=False` so keys such as `metadata` survive, limits of
@@ -27,7 +29,7 @@ from sentry_relay.exceptions import RelayError
 from sentry_relay.processing import StoreNormalizer
 
 from consumer.errors import BadMessage
-from consumer.pipeline.user_agent import UserAgentContexts
+from consumer.pipeline.user_agent import UserAgentContexts, mergeable
 
 MAX_SECS_IN_FUTURE = 60
 MAX_SECS_IN_PAST = 30 * 24 * 3600
@@ -60,18 +62,31 @@ def _relay_message(error: RelayError) -> str:
     return message.splitlines()[0] if message else type(error).__name__
 
 
+def user_agent_contexts(maxsize: int = 4096) -> UserAgentContexts:
+    """A user-agent cache whose misses ask Relay (its own normalizer: one cache per thread)."""
+    probe_normalizer = store_normalizer(0, normalize_user_agent=True)
+
+    def normalize_probe(event: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = probe_normalizer.normalize_event(
+            raw_event=orjson.dumps(event), json_loads=orjson.loads
+        )
+        return result
+
+    return UserAgentContexts(normalize_probe, maxsize)
+
+
 class EventNormalizer:
-    """Normalizes events as Sentry's EventManager does. Not thread-safe: one per thread.
+    """Normalizes events as Sentry's EventManager does, but for the user-agent contexts, which
+    `UserAgentContexts.apply` adds later (the save step does, per batch). Not thread-safe: one
+    per thread.
 
     `normalize` raises BadMessage("normalization_failed") when Relay (or the JSON encoding of
     the event for it) rejects the event.
     """
 
-    def __init__(self, *, user_agent_cache_size: int = 4096, max_projects: int = 1024) -> None:
+    def __init__(self, *, max_projects: int = 1024) -> None:
         self.max_projects = max_projects
         self._normalizers: dict[tuple[int, bool], Any] = {}
-        self._probe_normalizer = store_normalizer(0, normalize_user_agent=True)
-        self.user_agents = UserAgentContexts(self._normalize_probe, user_agent_cache_size)
 
     def _normalizer(self, project_id: int, normalize_user_agent: bool) -> Any:
         key = (project_id, normalize_user_agent)
@@ -83,12 +98,6 @@ class EventNormalizer:
                 project_id, normalize_user_agent=normalize_user_agent
             )
         return normalizer
-
-    def _normalize_probe(self, event: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._probe_normalizer.normalize_event(
-            raw_event=orjson.dumps(event), json_loads=orjson.loads
-        )
-        return result
 
     def normalize_raw(
         self, raw_event: bytes, project_id: int, *, normalize_user_agent: bool
@@ -102,13 +111,15 @@ class EventNormalizer:
         return result
 
     def normalize(self, event: dict[str, Any], project_id: int) -> dict[str, Any]:
-        """The normalized event, a new dict; `event` is left as it was."""
+        """The normalized event (a new dict), complete but for the user-agent contexts; an
+        event those could not be merged into is normalized with Relay's own parsing at once."""
         try:
             raw = orjson.dumps(event)
         except orjson.JSONEncodeError as error:
             raise BadMessage("normalization_failed", str(error)) from None
         result = self.normalize_raw(raw, project_id, normalize_user_agent=False)
-        if not self.user_agents.apply(result):
+        if not mergeable(result):
+            # Rare: Relay's own parsing now; `UserAgentContexts.apply` is a no-op on the result.
             result = self.normalize_raw(raw, project_id, normalize_user_agent=True)
         event_type = event.get("type")
         if event_type in RESTORED_TYPES:

@@ -4,6 +4,8 @@
       projects            storage.projects: unknown → rejected, soft-deleted → skipped
       save_generic_events
         organizations     storage.organizations: unknown → rejected, soft-deleted → skipped
+        normalize         user_agent.py: the user-agent contexts (Relay ran in decode)
+        pull_out          toplevel.py: release, dist, environment... and their tags (§2.0)
         releases          releases.py      (storage.releases, storage.distributions)
         event_users       users.py
         plugin_tags       plugins.py       (storage.project_options)
@@ -15,8 +17,8 @@
 
 Every step runs over the whole batch, storage is called once per kind at the step's boundary
 (each step resolves what it needs from storage before any event is changed, see below), and
-each step's time is exported (`consumer_save_step_duration_seconds{step=...}`), as are the
-decode and normalize time the batch's messages took on the main thread.
+each step's time is exported (`consumer_save_step_duration_seconds{step=...}`), the decode and
+normalize time the batch's messages took on the main thread included.
 
 Runs on the save thread. Raises TransientError when storage is unavailable; every write is
 idempotent, so the caller retries the whole batch.
@@ -37,9 +39,12 @@ from consumer.pipeline.interface_tags import apply_interface_tags
 from consumer.pipeline.job import Job
 from consumer.pipeline.metadata import apply_metadata
 from consumer.pipeline.nodes import encode_nodes, inserted_now, write_nodes
+from consumer.pipeline.normalize import user_agent_contexts
 from consumer.pipeline.plugins import apply_plugin_tags
 from consumer.pipeline.releases import apply_releases, resolve_releases
 from consumer.pipeline.storage_api import StorageAPI
+from consumer.pipeline.toplevel import pull_out
+from consumer.pipeline.user_agent import UserAgentContexts
 from consumer.pipeline.users import apply_event_users
 from consumer.storage.models import Project
 
@@ -67,14 +72,31 @@ class _StepTimes:
         finally:
             self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
 
+    def add(self, step: metrics.Step, seconds: float) -> None:
+        self.seconds[step] = self.seconds.get(step, 0.0) + seconds
+
     def observe(self) -> None:
         for step, seconds in self.seconds.items():
             metrics.observe_step(step, seconds)
         self.seconds.clear()
 
 
+_user_agents: UserAgentContexts | None = None
+
+
+def _default_user_agents() -> UserAgentContexts:
+    global _user_agents
+    if _user_agents is None:
+        _user_agents = user_agent_contexts()
+    return _user_agents
+
+
 def save_generic_events(
-    jobs: Sequence[Job], projects: Mapping[int, Project], storage: StorageAPI
+    jobs: Sequence[Job],
+    projects: Mapping[int, Project],
+    storage: StorageAPI,
+    *,
+    user_agents: UserAgentContexts | None = None,
 ) -> SaveResult:
     """Save a batch of jobs whose projects are all in `projects` (live ones).
 
@@ -82,9 +104,12 @@ def save_generic_events(
     whose organization is missing are rejected (`unknown_organization`), those of a
     soft-deleted organization skipped (`organization_deleted`); indices are into `jobs`.
 
-    Storage is read and written first (releases, dists, project options, environments), then
-    the events are changed and encoded, then written: a TransientError before the write leaves
-    the jobs untouched, and a retry after a failed write reuses the encoded rows.
+    The events are completed (user-agent contexts, pull-out: both happen once), storage is read
+    and written (releases, dists, project options, environments), then the events are changed
+    and encoded, then written: a TransientError before the write leaves the events as completed,
+    and a retry after a failed write reuses the encoded rows.
+
+    `user_agents` is the save thread's cache of user-agent contexts (default: the process's).
     """
     times = _StepTimes()
     result = SaveResult()
@@ -109,7 +134,7 @@ def save_generic_events(
 
         pending = [job for job in live if job.nodes is None]
         if pending:
-            _prepare(pending, projects, storage, times)
+            _prepare(pending, projects, storage, times, user_agents or _default_user_agents())
         with times("nodestore"):
             write_nodes(live, storage)
     finally:
@@ -118,9 +143,23 @@ def save_generic_events(
 
 
 def _prepare(
-    jobs: Sequence[Job], projects: Mapping[int, Project], storage: StorageAPI, times: _StepTimes
+    jobs: Sequence[Job],
+    projects: Mapping[int, Project],
+    storage: StorageAPI,
+    times: _StepTimes,
+    user_agents: UserAgentContexts,
 ) -> None:
-    """Reference §2.2 to §2.9 up to the encoded rows, in Sentry's order."""
+    """Complete the events (user agents, §2.0), then §2.2 to §2.9 up to the encoded rows, in
+    Sentry's order."""
+    fresh = [job for job in jobs if not job.pulled]  # not seen by an earlier attempt
+    times.add("decode", sum(job.decode_seconds for job in fresh))
+    times.add("normalize", sum(job.normalize_seconds for job in fresh))
+    with times("normalize"):
+        for job in jobs:
+            user_agents.apply(job.data)  # idempotent, so a retried batch may run it again
+    with times("pull_out"):
+        for job in jobs:
+            pull_out(job)
     with times("releases"):
         releases = resolve_releases(jobs, projects, storage)
     with times("plugin_tags"):
@@ -149,16 +188,15 @@ def _prepare(
 class EventSaver:
     """The save step's view of the pipeline: resolve projects, run save_generic_events."""
 
-    def __init__(self, storage: StorageAPI) -> None:
+    def __init__(self, storage: StorageAPI, user_agents: UserAgentContexts | None = None) -> None:
         self.storage = storage
+        self.user_agents = user_agents or user_agent_contexts()
 
     def save(self, jobs: Sequence[Job]) -> SaveResult:
         """Save a batch; raises TransientError (retry the batch), never BadMessage."""
         result = SaveResult()
         if not jobs:
             return result
-        metrics.observe_step("decode", sum(job.decode_seconds for job in jobs))
-        metrics.observe_step("normalize", sum(job.normalize_seconds for job in jobs))
         started = time.perf_counter()
         projects = self.storage.projects({job.project_id for job in jobs})
         metrics.observe_step("projects", time.perf_counter() - started)
@@ -177,7 +215,12 @@ class EventSaver:
                 live_projects[project.id] = project
                 indices.append(index)
         if indices:
-            saved = save_generic_events([jobs[i] for i in indices], live_projects, self.storage)
+            saved = save_generic_events(
+                [jobs[i] for i in indices],
+                live_projects,
+                self.storage,
+                user_agents=self.user_agents,
+            )
             for local, reason in saved.skipped.items():
                 result.skipped[indices[local]] = reason
             for local, rejection in saved.rejected.items():

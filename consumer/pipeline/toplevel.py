@@ -24,6 +24,10 @@ def event_datetime(timestamp: Any) -> datetime:
 
 
 def pull_out(job: Job) -> None:
+    """Once per job (`job.pulled`): tags are moved, not only set, so twice would reorder them."""
+    if job.pulled:
+        return
+    job.pulled = True
     data = job.data
     transaction = data.get("transaction")
     if transaction and not isinstance(transaction, str):

@@ -15,7 +15,8 @@ header values. A cache miss asks Relay itself, with user-agent normalization on,
 contexts of a minimal event carrying only those headers: the contexts are Relay's own output,
 so the stored event is the one Relay's own normalization would have produced (the tests check
 this on every sample event and on sentry-sdk events). Events this shortcut cannot handle (no
-contexts map to merge into) are sent through the full normalization with it on instead.
+contexts map to merge into, see `mergeable`) are sent through the full normalization with it on
+instead; applying the cache to such an event afterwards changes nothing.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def user_agent_info(event: dict[str, Any]) -> UserAgentInfo | None:
     if info is None:
         return _NO_INFO
     return (info[0], info[1], info[2], info[3], info[4])
+
+
+def mergeable(event: dict[str, Any]) -> bool:
+    """Whether `UserAgentContexts.apply` can complete this normalized event: it has no request
+    headers, or a contexts map to add to."""
+    return user_agent_info(event) is None or isinstance(event.get("contexts"), dict)
 
 
 def probe_event(info: UserAgentInfo) -> dict[str, Any]:

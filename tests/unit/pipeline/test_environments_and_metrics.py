@@ -125,3 +125,11 @@ def test_pull_out_tags(data: dict[str, Any], tags: list[list[str]]) -> None:
     pull_out(made)
     assert made.data["tags"] == tags
     assert made.data["project"] == made.project_id
+
+
+def test_pull_out_runs_once() -> None:
+    made = job({"level": "info", "environment": "prod", "tags": [["a", "1"]]}, pulled=False)
+    pull_out(made)
+    once = [list(pair) for pair in made.data["tags"]]
+    pull_out(made)  # a retried batch: setting the tags again would move `level` to the end
+    assert made.data["tags"] == once == [["a", "1"], ["level", "info"], ["environment", "prod"]]

@@ -16,6 +16,7 @@ import pytest
 from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
 from consumer.pipeline.message import MessageDecoder, Skip, decode
+from consumer.pipeline.toplevel import pull_out
 from tests.unit.pipeline.builders import PROJECT_ID, encode, event, occurrence
 
 
@@ -140,8 +141,11 @@ def test_skips(decoder: MessageDecoder, message: dict[str, Any], reason: str) ->
 
 
 def _decode(decoder: MessageDecoder, message: dict[str, Any]) -> Job:
+    """Decoded, then pulled apart as the save step does first."""
     result = decoder(encode(message))
     assert isinstance(result, Job)
+    assert not result.pulled and result.release is None  # decode leaves that to the save step
+    pull_out(result)
     return result
 
 

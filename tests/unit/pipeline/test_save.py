@@ -16,6 +16,7 @@ from consumer.errors import TransientError
 from consumer.pipeline.job import Job
 from consumer.pipeline.message import MessageDecoder
 from consumer.pipeline.save import EventSaver
+from consumer.pipeline.toplevel import pull_out
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
 from tests.unit.pipeline.builders import encode, event, occurrence
 from tests.unit.pipeline.fake_storage import FakeStorage
@@ -108,6 +109,7 @@ def test_step_timings_are_observed_once_per_batch(
         "nodestore",
         "decode",
         "normalize",
+        "pull_out",
     ]
 
     def counts() -> dict[str, float]:
@@ -165,7 +167,11 @@ def test_a_retry_after_a_failed_read_starts_from_untouched_events(
     storage.environments = unavailable  # type: ignore[method-assign]
     with pytest.raises(TransientError):
         EventSaver(storage).save(jobs)
-    assert jobs[0].data == pristine  # every read happens before any event is changed
+    # Only the event's completion ran (user agents, pull-out); every other step waits for the
+    # reads, which happen before any tag, metadata or metric is written.
+    completed = Job(1, "e", "o", pristine, {})
+    pull_out(completed)
+    assert jobs[0].data == completed.data
     storage.environments = real_environments  # type: ignore[method-assign]
     EventSaver(storage).save(jobs)
 

@@ -15,7 +15,7 @@ from consumer import metrics
 from consumer.loadgen.occurrences import wrap_event
 from consumer.loadgen.sdk import USER_AGENTS, capture_events
 from consumer.pipeline.message import Occurrence, build_event, parse
-from consumer.pipeline.normalize import EventNormalizer
+from consumer.pipeline.normalize import EventNormalizer, user_agent_contexts
 from consumer.pipeline.user_agent import UserAgentContexts, user_agent_info
 from tests.unit.pipeline.builders import event
 from tests.unit.pipeline.samples import load_samples
@@ -32,14 +32,22 @@ def _relays_own(normalizer: EventNormalizer, event_body: dict[str, Any]) -> dict
     return result
 
 
-def _same_as_relay(normalizer: EventNormalizer, event_body: dict[str, Any]) -> dict[str, Any]:
+def _same_as_relay(
+    normalizer: EventNormalizer,
+    event_body: dict[str, Any],
+    user_agents: UserAgentContexts | None = None,
+) -> dict[str, Any]:
     ours = normalizer.normalize(event_body, 1)
+    (user_agents or _USER_AGENTS).apply(ours)
     theirs = _relays_own(normalizer, event_body)
     # `received` is the normalization time; everything else must match byte for byte.
     ours.pop("received")
     theirs.pop("received")
     assert orjson.dumps(ours) == orjson.dumps(theirs)
     return ours
+
+
+_USER_AGENTS = user_agent_contexts()
 
 
 def _built(value: bytes) -> dict[str, Any]:
@@ -65,16 +73,17 @@ def test_identical_to_relay_on_every_sample(samples_dir: Path) -> None:
 
 def test_identical_to_relay_on_sdk_events() -> None:
     normalizer = EventNormalizer()
+    user_agents = user_agent_contexts()
     rng = random.Random(4)
     distinct = set()
     for sdk_event in capture_events(300, seed=13):
-        result = _same_as_relay(normalizer, _built(wrap_event(sdk_event, 1, rng)[1]))
+        result = _same_as_relay(normalizer, _built(wrap_event(sdk_event, 1, rng)[1]), user_agents)
         info = user_agent_info(result)
         if info not in (None, (None,) * 5):
             distinct.add(info)
     # Each distinct user agent was parsed once: one probe each, the rest were cache hits.
     assert 3 <= len(distinct) <= len(USER_AGENTS)
-    assert len(normalizer.user_agents._cache) == len(distinct)
+    assert len(user_agents._cache) == len(distinct)
 
 
 def _with(headers: list[list[Any]] | None = None, **fields: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ already has keep their place).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,6 @@ from consumer.pipeline.culprit import get_culprit
 
 if TYPE_CHECKING:
     from consumer.pipeline.job import Job
-
-logger = logging.getLogger(__name__)
 
 EVENT_TYPE = "generic"
 UNTITLED = "<untitled>"

@@ -59,6 +59,8 @@ OPTIONAL_EVENT_KEYS = (
     "user",
 )
 
+_OPTIONAL_EVENT_KEYS = frozenset(OPTIONAL_EVENT_KEYS)
+
 
 @dataclass(frozen=True, slots=True)
 class Skip:
@@ -198,9 +200,9 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
         "tags": event.get("tags"),
         "timestamp": event["timestamp"],
     }
-    for key in OPTIONAL_EVENT_KEYS:
-        if key in event:
-            data[key] = event[key]
+    # Key order is irrelevant: Relay writes its output in its own order.
+    for key in event.keys() & _OPTIONAL_EVENT_KEYS:
+        data[key] = event[key]
     data["metadata"] = {"title": issue_title}
     data["type"] = "generic"
     return Occurrence(occurrence_id, event_id, data, received)

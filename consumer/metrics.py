@@ -35,6 +35,7 @@ Step = Literal[
     "nodestore",
     "decode",
     "normalize",
+    "pull_out",
     "projects",
     "dead_letters",
 ]
@@ -42,6 +43,7 @@ Cache = Literal[
     "model", "indexer", "release_link", "environment_link", "project_options", "user_agent"
 ]
 CacheResult = Literal["hit", "miss", "error", "stale", "invalid"]
+EventWarning = Literal["dist_too_long"]
 Table = Literal[
     "nodestore_node",
     "sentry_release",
@@ -142,6 +144,11 @@ EVENT_PROCESSING_FLAGS = Counter(
     "Events whose _metrics carry a processing flag (flag.processing.error / .fatal).",
     ["flag"],
 )
+EVENT_WARNINGS = Counter(
+    "consumer_event_warnings",
+    "Events saved with a part dropped instead of failing, by warning (e.g. dist_too_long).",
+    ["warning"],
+)
 
 
 def total(counter: Counter, **labels: str) -> float:
@@ -168,6 +175,11 @@ def count_cache(cache: Cache, result: CacheResult, amount: int = 1) -> None:
 def count_rows(table: Table, amount: int) -> None:
     if amount:
         ROWS_WRITTEN.labels(table).inc(amount)
+
+
+def count_warning(warning: EventWarning, amount: int = 1) -> None:
+    if amount:
+        EVENT_WARNINGS.labels(warning).inc(amount)
 
 
 def count_messages(outcome: Outcome, reason: str, amount: int = 1) -> None:

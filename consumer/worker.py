@@ -28,10 +28,9 @@ from consumer import metrics
 from consumer.endpoint import Liveness, LivenessConsumer, default_liveness_path
 from consumer.errors import ConsumerError, FatalError, TransientError
 from consumer.pipeline.message import decode
-from consumer.pipeline.save import EventSaver, SaveContext
+from consumer.pipeline.save import EventSaver
 from consumer.settings import Settings
-from consumer.storage.nodestore import NodeStore
-from consumer.storage.pool import create_pool
+from consumer.storage.store import Storage
 from consumer.strategy.decode import Classify
 from consumer.strategy.dlq import DeadLetterProducer
 from consumer.strategy.factory import StrategyFactory
@@ -123,10 +122,9 @@ def build_factory(
 ) -> tuple[StrategyFactory, Resources]:
     """Open the pools and the producer and build the strategy factory (also used by tests)."""
     resources = Resources()
-    pool = create_pool(settings.database)
-    resources.closers.append(pool.close)
-    nodestore = NodeStore(pool, compression_level=settings.worker.nodestore_compression_level)
-    saver = EventSaver(SaveContext(nodestore=nodestore))
+    storage = Storage.open(settings)
+    resources.closers.append(storage.close)
+    saver = EventSaver(storage)
     dead_letters = DeadLetterProducer(settings.kafka.client_config(), settings.kafka.dlq_topic)
     resources.closers.append(dead_letters.close)
     batch_saver = BatchSaver(

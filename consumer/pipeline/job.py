@@ -1,9 +1,18 @@
-"""The Job: one occurrence with its event, on its way through save_generic_events."""
+"""The Job: one occurrence with its event, on its way through save_generic_events.
+
+A Job is built by `message.decode` on the main thread (the event normalized by Relay) and then
+completed (user-agent contexts, top-level attributes pulled out, reference §2.0) and mutated by
+the steps of `save_generic_events` on the save thread (reference §1 lists Sentry's job keys; these fields are
+the ones the generic path uses).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from consumer.pipeline.users import EventUser
 
 
 @dataclass(slots=True)
@@ -21,4 +30,33 @@ class Job:
     data: dict[str, Any]
     occurrence: dict[str, Any]
     size: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Pulled out of the normalized event (Sentry's `_pull_out_data`), once: `pulled`.
+    pulled: bool = False
+    datetime: datetime | None = None
+    release: str | None = None
+    dist: str | None = None
+    environment: str | None = None
+    level: str | None = None
+    logger_name: str | None = None
+    transaction: str | None = None
+    # The event's `received` as the message carried it (Relay replaces the event's own with the
+    # normalization time), for the event-age metric.
+    received: Any = None
+    # CPU seconds spent on this message before batching, reported per batch by the save step.
+    decode_seconds: float = 0.0
+    normalize_seconds: float = 0.0
+    # Filled by the steps of save_generic_events. `interfaces` is computed once, by the first
+    # step that needs it (see `interfaces.event_interfaces`).
+    interfaces: tuple[str, ...] | None = None
+    release_id: int | None = None
+    dist_id: int | None = None
+    environment_id: int | None = None
+    user: EventUser | None = None
+    event_metadata: dict[str, Any] = field(default_factory=dict)
+    culprit: str = ""
+    event_metrics: dict[str, Any] = field(default_factory=dict)
+    # The event's JSON when `bytes.stored.event` was measured, open at its end (event_metrics.py).
+    event_json_head: bytes | None = None
+    # The encoded nodestore rows (event, occurrence document): set once the event is final, so
+    # that a retried save writes them again instead of running the steps over mutated data.
+    nodes: tuple[tuple[str, str], tuple[str, str]] | None = None

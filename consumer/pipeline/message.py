@@ -1,12 +1,30 @@
-"""Message to Job: decode and validate one `ingest-occurrences` message (CONTRACT §2).
+"""Message to Job: decode, validate, build, normalize and pull apart one `ingest-occurrences`
+message (CONTRACT §2, reference §7.2 and §2.0).
 
-Pure: no I/O. Raises BadMessage with a stable `reason` for anything that can never be saved;
-returns a Skip for messages that are valid but not saved (status changes, occurrences without
-an event).
+Runs per message on the consumer's main thread (see `normalize.py` for why normalization runs
+here); the user-agent contexts and the pulling apart of the event (reference §2.0) follow per
+batch on the save thread (`save.py`). No I/O. Raises BadMessage with a stable `reason` for anything that can never be saved;
+returns a Skip for messages that are valid but not saved. Whether the project and organization
+exist, or were deleted, is decided per batch by the save step.
+
+The event is built as Sentry's occurrence consumer builds it: `event_id`, `level` (the
+occurrence's, default "info"; the event's own is ignored), `platform`, `received`, `tags`,
+`timestamp`, then only the optional keys Sentry forwards (everything else in the event, such as
+`exception`, `logentry`, `fingerprint`, `culprit` or `title`, is dropped), and
+`metadata = {"title": issue_title}`; `type` is "generic" and `project_id` is left out, as
+`save_event_from_occurrence` does before normalizing.
+
+Sentry also validates that event against Relay's JSON schema (with a legacy fallback). That is
+not repeated here beyond what the consumer itself relies on (the checks below): Relay's
+normalizer already turns a field of the wrong shape into null with an error note, and the full
+schema would reject two of Sentry's own sample events (`cocoa.json` sends breadcrumbs as a bare
+list, `generic-event.json` an object as `dist`).
 """
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +35,31 @@ from sentry_kafka_schemas.codecs import ValidationError
 
 from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
+from consumer.pipeline.normalize import EventNormalizer
 
 _CODEC = get_codec("ingest-occurrences")
+
+DEFAULT_LEVEL = "info"
+# The event keys Sentry's occurrence consumer forwards when present (`_get_kwargs`).
+OPTIONAL_EVENT_KEYS = (
+    "breadcrumbs",
+    "contexts",
+    "debug_meta",
+    "dist",
+    "environment",
+    "extra",
+    "modules",
+    "release",
+    "request",
+    "sdk",
+    "server_name",
+    "stacktrace",
+    "trace_id",
+    "transaction",
+    "user",
+)
+
+_OPTIONAL_EVENT_KEYS = frozenset(OPTIONAL_EVENT_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +69,44 @@ class Skip:
     reason: str
 
 
-def decode(value: bytes | None) -> Job | Skip:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_HEX_UUID = re.compile(r"[0-9a-f]{32}")
+
+
+def _hex_uuid(raw: Any, field_name: str) -> str:
+    """The UUID as 32 lowercase hex digits (`UUID(raw).hex`); BadMessage if it is none."""
+    if not isinstance(raw, str):
+        raise BadMessage("invalid_id", f"{field_name} must be a UUID string")
+    if _HEX_UUID.fullmatch(raw):
+        return raw  # already in that form: skip the slower general parser
+    try:
+        return uuid.UUID(raw).hex
+    except ValueError:
+        raise BadMessage("invalid_id", f"{field_name} {raw[:64]!r} is not a UUID") from None
+
+
+def _require(message: dict[str, Any], name: str, valid: Any, expected: str) -> Any:
+    if name not in message:
+        raise BadMessage("missing_field", f"{name} is required")
+    value = message[name]
+    if not valid(value):
+        raise BadMessage("invalid_field", f"{name} must be {expected}, not {type(value).__name__}")
+    return value
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse(value: bytes | None) -> dict[str, Any]:
+    """The message as a dict, valid against the topic's schema."""
     if value is None:
         raise BadMessage("empty_message", "the message has no value")
     try:
@@ -41,36 +119,133 @@ def decode(value: bytes | None) -> Job | Skip:
         _CODEC.validate(message)
     except ValidationError as error:
         raise BadMessage("schema_violation", str(error.__cause__ or error)) from None
+    return message
 
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """What an occurrence message yields before normalization."""
+
+    occurrence_id: str
+    event_id: str
+    event: dict[str, Any]
+    received: Any
+
+
+def build_event(message: dict[str, Any]) -> Occurrence | Skip:
+    """The event to normalize, with its ids, or why the message is skipped.
+
+    Raises BadMessage for what Sentry's consumer would reject as an invalid payload.
+    """
     payload_type = message.get("payload_type") or "occurrence"
     if payload_type == "status_change":
         return Skip("status_change")
     if payload_type != "occurrence":
-        raise BadMessage("unknown_payload_type", f"payload_type {payload_type!r}")
+        raise BadMessage("unknown_payload_type", f"payload_type {str(payload_type)[:64]!r}")
+
+    project_id = message["project_id"]
+    occurrence_id = _hex_uuid(message["id"], "id")
+    issue_title = _require(message, "issue_title", _is_str, "a string")
+    _require(message, "subtitle", _is_str, "a string")
+    _require(message, "type", _is_int, "an integer")
+    _require(message, "detection_time", _is_number, "a number")
+    level = message.get("level", DEFAULT_LEVEL)
+    if level is not None and not isinstance(level, str):
+        raise BadMessage("invalid_field", f"level must be a string, not {type(level).__name__}")
+    occurrence_event_id = (
+        _hex_uuid(message["event_id"], "event_id") if message.get("event_id") else None
+    )
+
     event = message.get("event")
     if event is None:
         return Skip("no_event")
     if not isinstance(event, dict):
-        raise BadMessage("invalid_event", "event is not an object")
+        raise BadMessage("invalid_event", f"event is a JSON {type(event).__name__}")
+    if message.get("is_buffered_spans") is True:
+        return Skip("buffered_spans")
+    event_project_id = event.get("project_id")
+    if not _is_int(event_project_id) or event_project_id != project_id:
+        raise BadMessage(
+            "project_mismatch",
+            f"project_id in occurrence ({project_id}) differs from the event's "
+            f"({str(event_project_id)[:32]})",
+        )
+    if event.get("event_id"):
+        event_id = _hex_uuid(event["event_id"], "event.event_id")
+        if occurrence_event_id is not None and occurrence_event_id != event_id:
+            raise BadMessage(
+                "event_id_mismatch",
+                f"event_id in occurrence ({occurrence_event_id}) differs from the event's "
+                f"({event_id})",
+            )
+    elif occurrence_event_id is not None:
+        event_id = occurrence_event_id
+    else:
+        raise BadMessage("missing_event_id", "neither the occurrence nor its event has event_id")
+    if not isinstance(event.get("platform"), str):
+        raise BadMessage("invalid_event", "event.platform must be a string")
+    if not (_is_number(event.get("timestamp")) or isinstance(event.get("timestamp"), str)):
+        raise BadMessage("invalid_event", "event.timestamp must be a number or a date string")
+    if "received" not in event:
+        raise BadMessage("invalid_event", "event.received is required")
+    received = event["received"]
+    if not (received is None or _is_number(received) or isinstance(received, str)):
+        raise BadMessage("invalid_event", "event.received must be a number or a date string")
 
-    project_id = message["project_id"]
-    occurrence_id = _hex_uuid(message["id"], "id")
-    event_id = _hex_uuid(message.get("event_id") or event.get("event_id"), "event_id")
-    occurrence = {key: value for key, value in message.items() if key != "event"}
-    return Job(
-        project_id=project_id,
-        event_id=event_id,
-        occurrence_id=occurrence_id,
-        data=dict(event, event_id=event_id, project_id=project_id),
-        occurrence=occurrence,
-        size=len(value),
-    )
+    data: dict[str, Any] = {
+        "event_id": event_id,
+        "level": level,
+        "platform": event["platform"],
+        "received": received,
+        "tags": event.get("tags"),
+        "timestamp": event["timestamp"],
+    }
+    # Key order is irrelevant: Relay writes its output in its own order.
+    for key in event.keys() & _OPTIONAL_EVENT_KEYS:
+        data[key] = event[key]
+    data["metadata"] = {"title": issue_title}
+    data["type"] = "generic"
+    return Occurrence(occurrence_id, event_id, data, received)
 
 
-def _hex_uuid(raw: Any, field_name: str) -> str:
-    if not isinstance(raw, str):
-        raise BadMessage("invalid_id", f"{field_name} must be a UUID string")
-    try:
-        return uuid.UUID(raw).hex
-    except ValueError:
-        raise BadMessage("invalid_id", f"{field_name} {raw[:64]!r} is not a UUID") from None
+class MessageDecoder:
+    """`decode` with its cache of Relay normalizers (per project). One per thread."""
+
+    def __init__(self, normalizer: EventNormalizer | None = None) -> None:
+        self.normalizer = normalizer or EventNormalizer()
+
+    def __call__(self, value: bytes | None) -> Job | Skip:
+        started = time.perf_counter()
+        message = parse(value)
+        built = build_event(message)
+        if isinstance(built, Skip):
+            return built
+        project_id: int = message["project_id"]
+        message.pop("event")  # what is left is the occurrence document; no copy needed
+        decoded = time.perf_counter()
+        data = self.normalizer.normalize(built.event, project_id)
+        normalized = time.perf_counter()
+        job = Job(
+            project_id=project_id,
+            event_id=built.event_id,
+            occurrence_id=built.occurrence_id,
+            data=data,
+            occurrence=message,
+            size=len(value or b""),
+            received=built.received,
+        )
+        finished = time.perf_counter()
+        job.decode_seconds = (decoded - started) + (finished - normalized)
+        job.normalize_seconds = normalized - decoded
+        return job
+
+
+_decoder: MessageDecoder | None = None
+
+
+def decode(value: bytes | None) -> Job | Skip:
+    """Decode one message with the process's decoder (created on first use; main thread only)."""
+    global _decoder
+    if _decoder is None:
+        _decoder = MessageDecoder()
+    return _decoder(value)

@@ -1,50 +1,52 @@
-"""save_generic_events: one call per batch of Jobs (reference §2).
+"""save_generic_events: one call per batch of Jobs (reference §2), and the save step's entry.
 
-Walking skeleton: the nodestore write of each event and its occurrence document, in one
-statement. The steps of reference §2.2 to §2.8 slot in before the write.
+    EventSaver.save(jobs)
+      projects            storage.projects: unknown → rejected, soft-deleted → skipped
+      save_generic_events
+        organizations     storage.organizations: unknown → rejected, soft-deleted → skipped
+        normalize         user_agent.py: the user-agent contexts (Relay ran in decode)
+        pull_out          toplevel.py: release, dist, environment... and their tags (§2.0)
+        releases          releases.py      (storage.releases, storage.distributions)
+        event_users       users.py
+        plugin_tags       plugins.py       (storage.project_options)
+        interface_tags    interface_tags.py
+        metadata          metadata.py + culprit.py
+        environments      environments.py  (storage.environments)
+        event_metrics     event_metrics.py
+        nodestore         nodes.py         (storage.nodestore.set_many_encoded)
+
+Every step runs over the whole batch, storage is called once per kind at the step's boundary
+(each step resolves what it needs from storage before any event is changed, see below), and
+each step's time is exported (`consumer_save_step_duration_seconds{step=...}`), the decode and
+normalize time the batch's messages took on the main thread included.
+
+Runs on the save thread. Raises TransientError when storage is unavailable; every write is
+idempotent, so the caller retries the whole batch.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from consumer import metrics
+from consumer.pipeline.environments import apply_environments, resolve_environments
+from consumer.pipeline.event_metrics import apply_event_metrics
+from consumer.pipeline.interface_tags import apply_interface_tags
 from consumer.pipeline.job import Job
-from consumer.storage.nodestore import NodeStore, encode_blob, event_node_id, occurrence_node_id
-
-
-@dataclass
-class SaveContext:
-    """The storage a save needs, built once per worker process."""
-
-    nodestore: NodeStore
-
-
-def save_generic_events(jobs: Sequence[Job], context: SaveContext) -> None:
-    """Save a batch; when this returns, every job's documents are durable in the nodestore.
-
-    Raises TransientError when storage is unavailable (nothing is committed by the caller).
-    """
-    started = time.perf_counter()
-    inserted = time.time()
-    level = context.nodestore.compression_level
-    nodes: list[tuple[str, str]] = []
-    for job in jobs:
-        job.data["nodestore_insert"] = inserted
-        nodes.append(
-            (event_node_id(job.project_id, job.event_id), encode_blob(job.data, level=level))
-        )
-        nodes.append(
-            (
-                occurrence_node_id(job.occurrence_id, job.project_id),
-                encode_blob(job.occurrence, level=level),
-            )
-        )
-    written = context.nodestore.set_many_encoded(nodes)
-    metrics.count_rows("nodestore_node", written)
-    metrics.observe_step("nodestore", time.perf_counter() - started)
+from consumer.pipeline.metadata import apply_metadata
+from consumer.pipeline.nodes import encode_nodes, inserted_now, write_nodes
+from consumer.pipeline.normalize import user_agent_contexts
+from consumer.pipeline.plugins import apply_plugin_tags
+from consumer.pipeline.releases import apply_releases, resolve_releases
+from consumer.pipeline.storage_api import StorageAPI
+from consumer.pipeline.toplevel import pull_out
+from consumer.pipeline.user_agent import UserAgentContexts
+from consumer.pipeline.users import apply_event_users
+from consumer.storage.models import Project
 
 
 @dataclass
@@ -56,13 +58,171 @@ class SaveResult:
     rejected: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
+class _StepTimes:
+    """Seconds per step, observed once per batch (a step may run in two phases)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[metrics.Step, float] = {}
+
+    @contextmanager
+    def __call__(self, step: metrics.Step) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+
+    def add(self, step: metrics.Step, seconds: float) -> None:
+        self.seconds[step] = self.seconds.get(step, 0.0) + seconds
+
+    def observe(self) -> None:
+        for step, seconds in self.seconds.items():
+            metrics.observe_step(step, seconds)
+        self.seconds.clear()
+
+
+_user_agents: UserAgentContexts | None = None
+
+
+def _default_user_agents() -> UserAgentContexts:
+    global _user_agents
+    if _user_agents is None:
+        _user_agents = user_agent_contexts()
+    return _user_agents
+
+
+def save_generic_events(
+    jobs: Sequence[Job],
+    projects: Mapping[int, Project],
+    storage: StorageAPI,
+    *,
+    user_agents: UserAgentContexts | None = None,
+) -> SaveResult:
+    """Save a batch of jobs whose projects are all in `projects` (live ones).
+
+    When this returns, every job not listed in the result is durable in the nodestore. Jobs
+    whose organization is missing are rejected (`unknown_organization`), those of a
+    soft-deleted organization skipped (`organization_deleted`); indices are into `jobs`.
+
+    The events are completed (user-agent contexts, pull-out: both happen once), storage is read
+    and written (releases, dists, project options, environments), then the events are changed
+    and encoded, then written: a TransientError before the write leaves the events as completed,
+    and a retry after a failed write reuses the encoded rows.
+
+    `user_agents` is the save thread's cache of user-agent contexts (default: the process's).
+    """
+    times = _StepTimes()
+    result = SaveResult()
+    try:
+        with times("organizations"):
+            organizations = storage.organizations(
+                {projects[job.project_id].organization_id for job in jobs}
+            )
+        live: list[Job] = []
+        for index, job in enumerate(jobs):
+            organization_id = projects[job.project_id].organization_id
+            organization = organizations.get(organization_id)
+            if organization is None:
+                result.rejected[index] = (
+                    "unknown_organization",
+                    f"organization {organization_id} of project {job.project_id} does not exist",
+                )
+            elif organization.date_deleted is not None:
+                result.skipped[index] = "organization_deleted"
+            else:
+                live.append(job)
+
+        pending = [job for job in live if job.nodes is None]
+        if pending:
+            _prepare(pending, projects, storage, times, user_agents or _default_user_agents())
+        with times("nodestore"):
+            write_nodes(live, storage)
+    finally:
+        times.observe()
+    return result
+
+
+def _prepare(
+    jobs: Sequence[Job],
+    projects: Mapping[int, Project],
+    storage: StorageAPI,
+    times: _StepTimes,
+    user_agents: UserAgentContexts,
+) -> None:
+    """Complete the events (user agents, §2.0), then §2.2 to §2.9 up to the encoded rows, in
+    Sentry's order."""
+    fresh = [job for job in jobs if not job.pulled]  # not seen by an earlier attempt
+    times.add("decode", sum(job.decode_seconds for job in fresh))
+    times.add("normalize", sum(job.normalize_seconds for job in fresh))
+    with times("normalize"):
+        for job in jobs:
+            user_agents.apply(job.data)  # idempotent, so a retried batch may run it again
+    with times("pull_out"):
+        for job in jobs:
+            pull_out(job)
+    with times("releases"):
+        releases = resolve_releases(jobs, projects, storage)
+    with times("plugin_tags"):
+        options = storage.project_options({job.project_id for job in jobs})
+    with times("environments"):
+        environments = resolve_environments(jobs, projects, storage, datetime.now(UTC))
+
+    with times("releases"):
+        apply_releases(jobs, releases)
+    with times("event_users"):
+        apply_event_users(jobs)
+    with times("plugin_tags"):
+        apply_plugin_tags(jobs, options)
+    with times("interface_tags"):
+        apply_interface_tags(jobs)
+    with times("metadata"):
+        apply_metadata(jobs)
+    with times("environments"):
+        apply_environments(jobs, projects, environments)
+    with times("event_metrics"):
+        apply_event_metrics(jobs)
+    with times("nodestore"):
+        encode_nodes(jobs, inserted_now(), storage.nodestore.compression_level)
+
+
 class EventSaver:
     """The save step's view of the pipeline: resolve projects, run save_generic_events."""
 
-    def __init__(self, context: SaveContext) -> None:
-        self.context = context
+    def __init__(self, storage: StorageAPI, user_agents: UserAgentContexts | None = None) -> None:
+        self.storage = storage
+        self.user_agents = user_agents or user_agent_contexts()
 
     def save(self, jobs: Sequence[Job]) -> SaveResult:
-        if jobs:
-            save_generic_events(jobs, self.context)
-        return SaveResult()
+        """Save a batch; raises TransientError (retry the batch), never BadMessage."""
+        result = SaveResult()
+        if not jobs:
+            return result
+        started = time.perf_counter()
+        projects = self.storage.projects({job.project_id for job in jobs})
+        metrics.observe_step("projects", time.perf_counter() - started)
+        live_projects: dict[int, Project] = {}
+        indices: list[int] = []
+        for index, job in enumerate(jobs):
+            project = projects.get(job.project_id)
+            if project is None:
+                result.rejected[index] = (
+                    "unknown_project",
+                    f"project {job.project_id} does not exist",
+                )
+            elif project.date_deleted is not None:
+                result.skipped[index] = "project_deleted"
+            else:
+                live_projects[project.id] = project
+                indices.append(index)
+        if indices:
+            saved = save_generic_events(
+                [jobs[i] for i in indices],
+                live_projects,
+                self.storage,
+                user_agents=self.user_agents,
+            )
+            for local, reason in saved.skipped.items():
+                result.skipped[indices[local]] = reason
+            for local, rejection in saved.rejected.items():
+                result.rejected[indices[local]] = rejection
+        return result

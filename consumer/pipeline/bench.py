@@ -1,0 +1,370 @@
+"""CPU cost per event of each part of the pipeline, against the cost of normalizing and
+compressing the same events in the same run (issue 4's targets).
+
+    python -m consumer.pipeline.bench [--samples DIR] [--events N] [--runs R] [--batch B]
+
+Two event mixes: Sentry's sample events (when the folder exists), each wrapped as an
+occurrence, and events captured from the real sentry-sdk client. Every part is timed with the
+process CPU clock over whole batches and divided by the number of events; the table shows the
+median of the runs. Storage is an in-memory stand-in (its calls are reported apart, as
+"storage (in-memory)"): this measures CPU, not database round trips.
+
+Categories:
+* normalize: the Relay call as the worker makes it (JSON of the event in, Relay, JSON out), with
+  Relay's user-agent parsing off; `user_agent` is the cached replacement for it.
+* compress: encoding the two nodestore rows (JSON, zlib, base64).
+* message decode: parsing the Kafka message (orjson) and validating it against its schema.
+* everything else is pipeline work, the part issue 4 caps at 30 µs per event.
+The baseline is Relay normalization with its own user-agent parsing plus compression.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from consumer.loadgen.occurrences import wrap_event
+from consumer.pipeline import message as message_module
+from consumer.pipeline.environments import apply_environments, resolve_environments
+from consumer.pipeline.event_metrics import apply_event_metrics
+from consumer.pipeline.interface_tags import apply_interface_tags
+from consumer.pipeline.job import Job
+from consumer.pipeline.message import Occurrence
+from consumer.pipeline.metadata import apply_metadata
+from consumer.pipeline.nodes import encode_nodes
+from consumer.pipeline.normalize import EventNormalizer, user_agent_contexts
+from consumer.pipeline.plugins import apply_plugin_tags
+from consumer.pipeline.releases import apply_releases, resolve_releases
+from consumer.pipeline.toplevel import pull_out
+from consumer.pipeline.user_agent import UserAgentContexts
+from consumer.pipeline.users import apply_event_users
+from consumer.storage.models import (
+    DistributionRequest,
+    Environment,
+    EnvironmentRequest,
+    Organization,
+    Project,
+    Release,
+    ReleaseRequest,
+)
+from consumer.storage.nodestore import encode_blob
+
+PIPELINE_PARTS = (
+    "build event",
+    "user_agent",
+    "pull out",
+    "releases",
+    "event_users",
+    "plugin_tags",
+    "interface_tags",
+    "metadata",
+    "environments",
+    "event_metrics",
+)
+PARTS = (
+    "message decode",
+    *PIPELINE_PARTS,
+    "storage (in-memory)",
+    "free",
+    "garbage collection",
+    "normalize",
+    "compress",
+)
+# Inside event_metrics: the event's JSON, which the nodestore step then completes rather than
+# encoding the event again; in the baseline it is part of compressing.
+EVENT_JSON = "  of which the event's JSON"
+BASELINE_PARTS = ("baseline: normalize with Relay's UA", "baseline: compress")
+
+
+class _NoNodeStore:
+    compression_level = 6
+
+    def set_many_encoded(
+        self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None
+    ) -> int:
+        return len(dict(nodes))
+
+
+class _MemoryStorage:
+    """The storage facade's methods over dicts, without I/O (one organization, one project)."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.nodestore = _NoNodeStore()
+        self.releases_by_version: dict[str, Release] = {}
+        self.environments_by_name: dict[str, Environment] = {}
+
+    def projects(self, ids: Iterable[int]) -> dict[int, Project]:
+        return {self.project.id: self.project}
+
+    def organizations(self, ids: Iterable[int]) -> dict[int, Organization]:
+        organization = Organization(1, "bench", "Bench", 0, 0, self.project.date_added)
+        return {organization.id: organization}
+
+    def project_options(self, project_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        return {pid: {} for pid in project_ids}
+
+    def releases(self, requests: Sequence[ReleaseRequest]) -> dict[tuple[int, str], Release]:
+        result = {}
+        for request in requests:
+            release = self.releases_by_version.setdefault(
+                request.version,
+                Release(len(self.releases_by_version) + 1, 1, request.version, request.date_added),
+            )
+            result[(request.project_id, request.version)] = release
+        return result
+
+    def distributions(self, requests: Sequence[DistributionRequest]) -> dict[tuple[int, str], int]:
+        return {(r.release_id, r.name): i for i, r in enumerate(requests)}
+
+    def environments(
+        self, requests: Sequence[EnvironmentRequest]
+    ) -> dict[tuple[int, str], Environment]:
+        result = {}
+        for request in requests:
+            environment = self.environments_by_name.setdefault(
+                request.name,
+                Environment(
+                    len(self.environments_by_name) + 1, 1, request.name, request.date_added
+                ),
+            )
+            result[(request.organization_id, request.name)] = environment
+        return result
+
+
+@dataclass
+class Mix:
+    name: str
+    messages: list[bytes]
+
+
+def sample_mix(samples_dir: Path, count: int, project_id: int = 1) -> Mix:
+    rng = random.Random(4)
+    events = []
+    for path in sorted(samples_dir.glob("*.json")):
+        try:
+            event = json.loads(path.read_bytes())
+        except ValueError:
+            continue  # the two files that are not valid JSON
+        if isinstance(event.get("event"), dict):
+            event = event["event"]  # an occurrence wrapper: its event
+        events.append(event)
+    messages = [wrap_event(events[i % len(events)], project_id, rng)[1] for i in range(count)]
+    return Mix("sample events", messages)
+
+
+def sdk_mix(count: int, project_id: int = 1) -> Mix:
+    from consumer.loadgen.sdk import capture_events
+
+    rng = random.Random(5)
+    events = capture_events(min(count, 500), seed=5)
+    messages = [wrap_event(events[i % len(events)], project_id, rng)[1] for i in range(count)]
+    return Mix("sentry-sdk events", messages)
+
+
+class _Clock:
+    """Accumulates process CPU seconds per part: `with clock("part"): ...`. The cost of reading
+    the clock itself is measured once and taken off every use."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.uses: dict[str, int] = {}
+        self._part = ""
+        self._started = 0.0
+        self.overhead = 0.0
+        for _ in range(2000):
+            with self("(calibration)"):
+                pass
+        self.overhead = self.seconds.pop("(calibration)") / self.uses.pop("(calibration)")
+
+    def __call__(self, part: str) -> _Clock:
+        self._part = part
+        return self
+
+    def __enter__(self) -> None:
+        self._started = time.process_time()
+
+    def __exit__(self, *_exc: object) -> None:
+        elapsed = time.process_time() - self._started - self.overhead
+        self.seconds[self._part] = self.seconds.get(self._part, 0.0) + elapsed
+        self.uses[self._part] = self.uses.get(self._part, 0) + 1
+
+
+def run_once(
+    messages: Sequence[bytes],
+    batch: int,
+    normalizer: EventNormalizer,
+    user_agents: UserAgentContexts,
+) -> dict[str, float]:
+    """CPU seconds per part for all `messages`, in batches of `batch`: the decode parts per
+    message, the save steps over each batch, as the worker runs them."""
+    clock = _Clock()
+    project = Project(1, 1, "bench", "Bench", 0, 0, None, datetime(2024, 1, 1, tzinfo=UTC))
+    projects = {1: project}
+    storage = _MemoryStorage(project)
+    for start in range(0, len(messages), batch):
+        # Per message, in the order the decode step runs them (main thread, before batching).
+        jobs: list[Job] = []
+        parsed: list[dict[str, Any]] = []
+        for value in messages[start : start + batch]:
+            with clock("message decode"):
+                message = message_module.parse(value)
+            with clock("build event"):
+                built = message_module.build_event(message)
+                message.pop("event")
+            if not isinstance(built, Occurrence):
+                raise RuntimeError("the bench mix must hold occurrences with events only")
+            with clock("normalize"):
+                data = normalizer.normalize(built.event, 1)
+            with clock("build event"):
+                job = Job(1, built.event_id, built.occurrence_id, data, message, len(value))
+            with clock(BASELINE_PARTS[0]):
+                normalizer.normalize_raw(orjson.dumps(built.event), 1, normalize_user_agent=True)
+            jobs.append(job)
+            parsed.append(message)
+            # The event as built for Relay dies here (in the worker: when decode returns).
+            with clock("free"):
+                del built
+
+        # Per batch, on the save thread.
+        with clock("user_agent"):
+            for job in jobs:
+                user_agents.apply(job.data)
+        with clock("pull out"):
+            for job in jobs:
+                pull_out(job)
+        with clock("storage (in-memory)"):
+            releases = resolve_releases(jobs, projects, storage)
+            options = storage.project_options([1])
+            environments = resolve_environments(jobs, projects, storage, datetime.now(UTC))
+        with clock("releases"):
+            apply_releases(jobs, releases)
+        with clock("event_users"):
+            apply_event_users(jobs)
+        with clock("plugin_tags"):
+            apply_plugin_tags(jobs, options)
+        with clock("interface_tags"):
+            apply_interface_tags(jobs)
+        with clock("metadata"):
+            apply_metadata(jobs)
+        with clock("environments"):
+            apply_environments(jobs, projects, environments)
+        with clock(EVENT_JSON):
+            for job in jobs:  # what event_metrics spends on the JSON, measured apart
+                orjson.dumps(job.data)
+        with clock("event_metrics"):
+            apply_event_metrics(jobs)
+        with clock("compress"):
+            encode_nodes(jobs, time.time(), 6)
+        with clock(BASELINE_PARTS[1]):
+            for job in jobs:
+                encode_blob(job.data)
+                encode_blob(job.occurrence)
+        # Freeing a batch's documents is real work; timed apart so no step is charged for it.
+        with clock("free"):
+            del jobs, parsed, message, data, job
+        with clock("garbage collection"):
+            gc.collect()
+    return clock.seconds
+
+
+@dataclass
+class Report:
+    mix: str
+    events: int
+    mean_message_bytes: float
+    micros: dict[str, float]  # median µs per event, per part
+
+    @property
+    def pipeline(self) -> float:
+        """Pipeline work, the event's JSON counted with compression as in the baseline."""
+        return sum(self.micros[part] for part in PIPELINE_PARTS) - self.micros[EVENT_JSON]
+
+    @property
+    def total(self) -> float:
+        return sum(self.micros[part] for part in PARTS)
+
+    @property
+    def baseline(self) -> float:
+        return sum(self.micros[part] for part in BASELINE_PARTS)
+
+    def table(self) -> str:
+        lines = [
+            f"{self.mix}: {self.events} events, mean message {self.mean_message_bytes:.0f} bytes "
+            "(median of runs, CPU µs per event)",
+        ]
+        for part in (*PARTS, *BASELINE_PARTS):
+            lines.append(f"  {part:<40} {self.micros[part]:8.1f}")
+            if part == "event_metrics":
+                lines.append(f"  {EVENT_JSON:<40} {self.micros[EVENT_JSON]:8.1f}")
+        lines.append(f"  {'pipeline work, JSON aside (target <= 30)':<40} {self.pipeline:8.1f}")
+        lines.append(f"  {'total':<40} {self.total:8.1f}")
+        lines.append(f"  {'baseline (normalize with UA + compress)':<40} {self.baseline:8.1f}")
+        lines.append(
+            f"  {'total / baseline (target <= 1.3)':<40} {self.total / self.baseline:8.2f}"
+        )
+        return "\n".join(lines)
+
+
+def measure(mix: Mix, *, runs: int = 5, batch: int = 500, pause_gc: bool = True) -> Report:
+    """Median CPU µs per event and part.
+
+    With `pause_gc` (the default) the cyclic garbage collector is paused during the runs and
+    run once per batch instead (its own line), over the objects made since the warm-up
+    (`gc.freeze`): JSON documents hold no cycles, and with the default thresholds its passes
+    land in whichever part allocates. Without it, the collector runs as Python's defaults make
+    it run (then mostly charged to message decode)."""
+    normalizer = EventNormalizer()
+    user_agents = user_agent_contexts()
+    run_once(mix.messages[:batch], batch, normalizer, user_agents)  # warm up: caches, allocator
+    gc.collect()
+    if pause_gc:
+        gc.freeze()
+        gc.disable()
+    try:
+        per_run = [run_once(mix.messages, batch, normalizer, user_agents) for _ in range(runs)]
+    finally:
+        if pause_gc:
+            gc.enable()
+            gc.unfreeze()
+    count = len(mix.messages)
+    micros = {
+        part: statistics.median(run.get(part, 0.0) for run in per_run) / count * 1e6
+        for part in (*PARTS, *BASELINE_PARTS, EVENT_JSON)
+    }
+    return Report(mix.name, count, statistics.mean(map(len, mix.messages)), micros)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_samples = Path(__file__).resolve().parents[3] / "shared/fixtures/sentry-samples"
+    parser.add_argument("--samples", type=Path, default=default_samples)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--default-gc", action="store_true", help="leave the garbage collector as Python has it"
+    )
+    args = parser.parse_args(argv)
+    mixes = [sdk_mix(args.events)]
+    if args.samples.is_dir():
+        mixes.insert(0, sample_mix(args.samples, args.events))
+    for mix in mixes:
+        report = measure(mix, runs=args.runs, batch=args.batch, pause_gc=not args.default_gc)
+        print(report.table())  # noqa: T201 - a command's output
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Interface tags (reference §2.5, Sentry's `_derive_interface_tags_many`). Pure.
+
+Only two interfaces yield tags: contexts (see `contexts.py`) and exception (the last
+exception's mechanism: `mechanism` = its type, `handled` = yes/no when known). Unlike plugin
+tags these are written with `set_tag`, so they override a tag of the same key already there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from consumer.pipeline.contexts import context_tags
+from consumer.pipeline.interfaces import event_interfaces
+from consumer.pipeline.tags import set_tag
+
+if TYPE_CHECKING:
+    from consumer.pipeline.job import Job
+
+
+def exception_tags(exception: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    values = exception.get("values") or []
+    if not values or not values[-1]:
+        return
+    mechanism = values[-1].get("mechanism")
+    if not mechanism:
+        return
+    # A mechanism without a type yields a None value, which only removes the tag.
+    yield ("mechanism", mechanism.get("type"))
+    handled = mechanism.get("handled")
+    if handled is not None:
+        yield ("handled", "yes" if handled else "no")
+
+
+def interface_tags(data: dict[str, Any], interfaces: Sequence[str]) -> Iterator[tuple[str, Any]]:
+    for key in interfaces:
+        if key == "contexts":
+            yield from context_tags(data["contexts"])
+        elif key == "exception":
+            yield from exception_tags(data["exception"])
+
+
+def apply_interface_tags(jobs: Sequence[Job]) -> None:
+    for job in jobs:
+        data = job.data
+        if job.interfaces is None:
+            job.interfaces = event_interfaces(data)
+        for key, value in interface_tags(data, job.interfaces):
+            set_tag(data, key, value)

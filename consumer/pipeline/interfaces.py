@@ -1,0 +1,206 @@
+"""The event's interfaces as Sentry sees them (reference §2.5, Sentry's `get_interfaces`).
+
+Sentry builds interface objects from the event's top-level keys that name a registered interface
+and are not None, skipping those whose construction fails or that come out empty (an exception
+list without values), and orders them by score, highest first. Plugins and interface tags read
+them; the order decides which `interface_type` tag wins and the order of the derived tags.
+
+Building them is not pure in Sentry, and its side effects reach the stored event: the request,
+SDK, stack frame and exception mechanism interfaces fill their missing fields with None (the
+request's `query_string` with []) *in the event itself*. `event_interfaces` reproduces that, so
+the stored document and its `bytes.stored.event` match Sentry's. The other interfaces copy what
+they read and change nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Sentry's registered interfaces and their scores (`SENTRY_INTERFACES`, each class's `score`).
+INTERFACE_SCORES: dict[str, int] = {
+    "csp": 1300,
+    "hpkp": 1300,
+    "expectct": 1300,
+    "expectstaple": 1300,
+    "nel": 0,
+    "exception": 2000,
+    "logentry": 0,
+    "request": 800,
+    "sdk": 0,
+    "stacktrace": 1950,
+    "template": 1100,
+    "user": 1,
+    "breadcrumbs": 800,
+    "contexts": 800,
+    "threads": 1900,
+    "debug_meta": 0,
+    "spans": 1950,
+}
+
+# Fields each interface fills with None when missing, in Sentry's order.
+REQUEST_FIELDS = (
+    "api_target",
+    "method",
+    "url",
+    "fragment",
+    "cookies",
+    "headers",
+    "data",
+    "env",
+    "inferred_content_type",
+)
+SDK_FIELDS = ("name", "version", "integrations", "packages")
+FRAME_FIELDS = (
+    "abs_path",
+    "colno",
+    "context_line",
+    "data",
+    "errors",
+    "filename",
+    "function",
+    "raw_function",
+    "image_addr",
+    "in_app",
+    "instruction_addr",
+    "addr_mode",
+    "lineno",
+    "module",
+    "package",
+    "platform",
+    "post_context",
+    "pre_context",
+    "source_link",
+    "symbol",
+    "symbol_addr",
+    "trust",
+    "vars",
+    "snapshot",
+    "lock",
+)
+MECHANISM_FIELDS = (
+    "type",
+    "synthetic",
+    "description",
+    "help_link",
+    "handled",
+    "data",
+    "meta",
+    "source",
+    "is_exception_group",
+    "exception_id",
+    "parent_id",
+)
+
+
+def _fill(target: dict[str, Any], fields: tuple[str, ...]) -> None:
+    for name in fields:
+        if name not in target:
+            target[name] = None
+
+
+# Each builder returns whether Sentry would keep the interface: False where its construction
+# would raise (and `safe_execute` skip it) or the interface would be empty.
+
+
+def _request(value: Any) -> bool:
+    if type(value) is not dict:
+        return False
+    if "query_string" not in value:
+        value["query_string"] = []
+    _fill(value, REQUEST_FIELDS)
+    return True
+
+
+def _sdk(value: Any) -> bool:
+    if type(value) is not dict:
+        return False
+    _fill(value, SDK_FIELDS)
+    return True
+
+
+def _stacktrace(value: Any) -> bool:
+    if type(value) is not dict:
+        return False
+    for frame in value.get("frames") or ():
+        if frame:
+            if type(frame) is not dict:
+                return False  # Sentry fails here, after filling the frames before it
+            _fill(frame, FRAME_FIELDS)
+    return True
+
+
+def _has_frames(value: Any) -> bool:
+    if type(value) is not dict:
+        return False
+    frames = value.get("frames")
+    return type(frames) is list and any(frame is not None for frame in frames)
+
+
+def _exception(value: Any) -> bool:
+    """Kept only with at least one non-None value (the interface's length)."""
+    if type(value) is not dict:
+        return False
+    values = value.get("values")
+    if values is None:
+        return False
+    if type(values) is not list:
+        return False
+    kept = False
+    for single in values:
+        if single is None:
+            continue
+        kept = True
+        if not single:
+            continue
+        if type(single) is not dict:
+            return False
+        for key in ("stacktrace", "raw_stacktrace"):
+            if _has_frames(single.get(key)) and not _stacktrace(single[key]):
+                return False
+        mechanism = single.get("mechanism")
+        if mechanism:
+            if type(mechanism) is not dict:
+                return False
+            _fill(mechanism, MECHANISM_FIELDS)
+    return kept
+
+
+def _contexts(value: Any) -> bool:
+    if type(value) is not dict:
+        return False
+    for context in value.values():
+        if context is not None and type(context) is not dict:
+            return False
+    return True
+
+
+_BUILDERS = {
+    "request": _request,
+    "sdk": _sdk,
+    "stacktrace": _stacktrace,
+    "exception": _exception,
+    "contexts": _contexts,
+}
+
+
+def _score(item: tuple[int, str]) -> int:
+    return item[0]
+
+
+def event_interfaces(data: dict[str, Any]) -> tuple[str, ...]:
+    """The keys of the event's interfaces, highest score first (ties in the event's key order),
+    after applying Sentry's side effects on the event. Call once per event."""
+    found: list[tuple[int, str]] = []
+    for key, value in data.items():
+        score = INTERFACE_SCORES.get(key)
+        if score is None or value is None:
+            continue
+        builder = _BUILDERS.get(key)
+        if builder is None:
+            if type(value) is not dict:
+                continue
+        elif not builder(value):
+            continue
+        found.append((score, key))
+    found.sort(key=_score, reverse=True)  # stable, like Sentry's sorted(..., reverse=True)
+    return tuple([key for _score, key in found])

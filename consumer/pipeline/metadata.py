@@ -1,0 +1,59 @@
+"""Event metadata, title, culprit and location (reference §2.6, Sentry's
+`_materialize_metadata_many`). Pure.
+
+For a generic event the event type's own metadata is empty, plus the event's `title` when it has
+one; the event's `metadata` is merged over it (None is ignored, as Sentry logs and ignores the
+TypeError). The title is `metadata["title"]`, else "<untitled>"; the location is always None.
+`data` receives `type`, `culprit`, `metadata`, `title` and `location` in that order (keys it
+already has keep their place).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from consumer.pipeline.culprit import get_culprit
+
+if TYPE_CHECKING:
+    from consumer.pipeline.job import Job
+
+EVENT_TYPE = "generic"
+UNTITLED = "<untitled>"
+
+
+def event_type_metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """`GenericEvent.get_metadata`: nothing extracted, plus the event's own title if any."""
+    metadata: dict[str, Any] = {}
+    title = data.get("title")
+    if title is not None:
+        metadata["title"] = title
+    return metadata
+
+
+def materialize_metadata(data: dict[str, Any], event_metadata: dict[str, Any]) -> dict[str, Any]:
+    """The fields to merge into the event; `event_metadata` is updated with `data["metadata"]`.
+
+    Raises ValueError (or TypeError for a non-iterable other than None) like Python's
+    `dict.update` when `metadata` is neither a mapping nor pairs; Relay never produces those.
+    """
+    extra = data.get("metadata", {})
+    if extra is not None:
+        event_metadata.update(extra)
+    title = event_metadata.get("title")
+    return {
+        "type": EVENT_TYPE,
+        "culprit": get_culprit(data),
+        "metadata": event_metadata,
+        "title": title if title is not None else UNTITLED,
+        "location": None,
+    }
+
+
+def apply_metadata(jobs: Sequence[Job]) -> None:
+    for job in jobs:
+        data = job.data
+        event_metadata = event_type_metadata(data)
+        job.event_metadata = dict(event_metadata)
+        data.update(materialize_metadata(data, event_metadata))
+        job.culprit = data["culprit"]

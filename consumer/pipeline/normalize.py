@@ -1,0 +1,127 @@
+"""Relay's store normalizer with the arguments Sentry uses (reference §2.0, CONTRACT §3).
+
+Where it runs: the Relay call per message, in `message.decode`, on the consumer's main thread,
+before batching. That keeps an event Relay rejects out of the batch (it is dead-lettered on its
+own instead of being found inside a batch save), and it overlaps with the save thread: the
+Relay call is a C call that releases the GIL, so normalizing the next batch proceeds while the
+save thread works. The user-agent contexts, a cheap pure merge from a cache, are added on the
+save thread, per batch (`save.py`): right after a Relay call the interpreter runs with cold
+caches, and the merge costs three times as much per event there as in a loop over the batch.
+
+Arguments as in Sentry's `EventManager._normalize_impl` for an occurrence (no project config, no
+client, no key, protocol "5", `remove_other=False` so keys such as `metadata` survive, limits of
+30 days in the past and 60 s in the future, trimming on), with two differences:
+
+* user agents: Relay's own parsing is off and `UserAgentContexts` adds the same contexts from a
+  cache of parsed user agents;
+* GeoIP: Sentry passes its GeoIP database when configured; the worker has none, so `user.geo`
+  is never filled in.
+
+`type` is restored to "generic" afterwards, as Sentry does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sentry_relay.exceptions import RelayError
+from sentry_relay.processing import StoreNormalizer
+
+from consumer.errors import BadMessage
+from consumer.pipeline.user_agent import UserAgentContexts, mergeable
+
+MAX_SECS_IN_FUTURE = 60
+MAX_SECS_IN_PAST = 30 * 24 * 3600
+# Types Relay does not know and rewrites, which Sentry puts back after normalizing.
+RESTORED_TYPES = frozenset({"generic", "feedback"})
+
+
+def store_normalizer(project_id: int, *, normalize_user_agent: bool) -> Any:
+    return StoreNormalizer(
+        project_id=project_id,
+        client_ip=None,
+        client=None,
+        key_id=None,
+        grouping_config=None,
+        protocol_version="5",
+        is_renormalize=False,
+        remove_other=False,
+        normalize_user_agent=normalize_user_agent,
+        sent_at=None,
+        max_secs_in_future=MAX_SECS_IN_FUTURE,
+        max_secs_in_past=MAX_SECS_IN_PAST,
+        enable_trimming=True,
+        json_dumps=orjson.dumps,
+    )
+
+
+def _relay_message(error: RelayError) -> str:
+    # str(error) appends a Rust backtrace; the message's first line is what a dead letter needs.
+    message = str(error.message or "")
+    return message.splitlines()[0] if message else type(error).__name__
+
+
+def user_agent_contexts(maxsize: int = 4096) -> UserAgentContexts:
+    """A user-agent cache whose misses ask Relay (its own normalizer: one cache per thread)."""
+    probe_normalizer = store_normalizer(0, normalize_user_agent=True)
+
+    def normalize_probe(event: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = probe_normalizer.normalize_event(
+            raw_event=orjson.dumps(event), json_loads=orjson.loads
+        )
+        return result
+
+    return UserAgentContexts(normalize_probe, maxsize)
+
+
+class EventNormalizer:
+    """Normalizes events as Sentry's EventManager does, but for the user-agent contexts, which
+    `UserAgentContexts.apply` adds later (the save step does, per batch). Not thread-safe: one
+    per thread.
+
+    `normalize` raises BadMessage("normalization_failed") when Relay (or the JSON encoding of
+    the event for it) rejects the event.
+    """
+
+    def __init__(self, *, max_projects: int = 1024) -> None:
+        self.max_projects = max_projects
+        self._normalizers: dict[tuple[int, bool], Any] = {}
+
+    def _normalizer(self, project_id: int, normalize_user_agent: bool) -> Any:
+        key = (project_id, normalize_user_agent)
+        normalizer = self._normalizers.get(key)
+        if normalizer is None:
+            if len(self._normalizers) >= self.max_projects:
+                self._normalizers.clear()
+            normalizer = self._normalizers[key] = store_normalizer(
+                project_id, normalize_user_agent=normalize_user_agent
+            )
+        return normalizer
+
+    def normalize_raw(
+        self, raw_event: bytes, project_id: int, *, normalize_user_agent: bool
+    ) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = self._normalizer(
+                project_id, normalize_user_agent
+            ).normalize_event(raw_event=raw_event, json_loads=orjson.loads)
+        except RelayError as error:
+            raise BadMessage("normalization_failed", _relay_message(error)) from None
+        return result
+
+    def normalize(self, event: dict[str, Any], project_id: int) -> dict[str, Any]:
+        """The normalized event (a new dict), complete but for the user-agent contexts; an
+        event those could not be merged into is normalized with Relay's own parsing at once."""
+        try:
+            raw = orjson.dumps(event)
+        except orjson.JSONEncodeError as error:
+            raise BadMessage("normalization_failed", str(error)) from None
+        result = self.normalize_raw(raw, project_id, normalize_user_agent=False)
+        if not mergeable(result):
+            # Rare: Relay's own parsing now; `UserAgentContexts.apply` is a no-op on the result.
+            result = self.normalize_raw(raw, project_id, normalize_user_agent=True)
+        event_type = event.get("type")
+        if event_type in RESTORED_TYPES:
+            result["type"] = event_type
+        return result

@@ -1,0 +1,53 @@
+"""The event's top-level attributes, pulled out onto the Job (reference §2.0, Sentry's
+`_pull_out_data`). Pure.
+
+Release, dist, environment, level, logger and transaction are copied onto the job; the event
+gets a `tags` list if it has none, the `level` tag always (a None level only removes it), and
+`logger`, `environment` and `transaction` tags when they are non-empty. The event time is the
+normalized `timestamp` read as UTC seconds, whatever the host's time zone (CONTRACT §9.4).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from consumer.pipeline.tags import set_tag
+
+if TYPE_CHECKING:
+    from consumer.pipeline.job import Job
+
+
+def event_datetime(timestamp: Any) -> datetime:
+    """The event time, timezone-aware UTC. Relay always leaves a numeric `timestamp`."""
+    return datetime.fromtimestamp(float(timestamp), UTC)
+
+
+def pull_out(job: Job) -> None:
+    """Once per job (`job.pulled`): tags are moved, not only set, so twice would reorder them."""
+    if job.pulled:
+        return
+    job.pulled = True
+    data = job.data
+    transaction = data.get("transaction")
+    if transaction and not isinstance(transaction, str):
+        transaction = str(transaction)
+    job.transaction = transaction
+    job.logger_name = logger_name = data.get("logger")
+    job.level = level = data.get("level")
+    job.release = data.get("release")
+    job.dist = data.get("dist")
+    job.environment = environment = data.get("environment")
+    job.datetime = event_datetime(data["timestamp"])
+
+    if data.get("tags") is None:
+        data["tags"] = []
+    set_tag(data, "level", level)
+    if logger_name:
+        set_tag(data, "logger", logger_name)
+    if environment:
+        set_tag(data, "environment", environment)
+    if transaction:
+        set_tag(data, "transaction", transaction)
+    # What EventManager.save sets before calling save_generic_events (Relay set it already).
+    data["project"] = job.project_id

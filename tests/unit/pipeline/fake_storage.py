@@ -1,0 +1,159 @@
+"""An in-memory fake of OUR storage facade (`consumer.storage.store.Storage`), for unit tests of
+the pipeline: the same methods and promises, kept in dicts. Not a fake of PostgreSQL or Redis.
+
+It records every call, so tests can check that a batch costs one call per kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from consumer.pipeline.releases import is_valid_version
+from consumer.storage.models import (
+    DistributionRequest,
+    Environment,
+    EnvironmentRequest,
+    Organization,
+    Project,
+    Release,
+    ReleaseRequest,
+)
+from consumer.storage.nodestore import decode_blob
+
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class FakeNodeStore:
+    compression_level: int = 6
+    rows: dict[str, str] = field(default_factory=dict)
+    fail_next: int = 0  # raise this many times before writing (to test retries)
+
+    def set_many_encoded(
+        self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None
+    ) -> int:
+        from consumer.errors import TransientError
+
+        if self.fail_next:
+            self.fail_next -= 1
+            raise TransientError("fake nodestore unavailable")
+        latest = dict(nodes)
+        self.rows.update(latest)
+        return len(latest)
+
+    def document(self, node_id: str) -> Any:
+        return decode_blob(self.rows[node_id])[0]
+
+
+@dataclass
+class FakeStorage:
+    projects_by_id: dict[int, Project] = field(default_factory=dict)
+    organizations_by_id: dict[int, Organization] = field(default_factory=dict)
+    options: dict[int, dict[str, Any]] = field(default_factory=dict)
+    nodestore: FakeNodeStore = field(default_factory=FakeNodeStore)
+    release_rows: dict[tuple[int, str], Release] = field(default_factory=dict)
+    release_links: set[tuple[int, int]] = field(default_factory=set)  # (release_id, project_id)
+    dist_rows: dict[tuple[int, str], tuple[int, DistributionRequest]] = field(default_factory=dict)
+    environment_rows: dict[tuple[int, str], Environment] = field(default_factory=dict)
+    environment_links: set[tuple[int, int]] = field(default_factory=set)
+    calls: list[str] = field(default_factory=list)
+    _next_id: int = 100
+
+    # ------------------------------------------------------------------ setup helpers
+    def add_organization(self, org_id: int, *, deleted: bool = False) -> Organization:
+        org = Organization(
+            id=org_id,
+            slug=f"org-{org_id}",
+            name=f"Org {org_id}",
+            status=0,
+            flags=0,
+            date_added=EPOCH,
+            date_deleted=EPOCH if deleted else None,
+        )
+        self.organizations_by_id[org_id] = org
+        return org
+
+    def add_project(
+        self, project_id: int, org_id: int, *, deleted: bool = False, slug: str | None = None
+    ) -> Project:
+        project = Project(
+            id=project_id,
+            organization_id=org_id,
+            slug=slug or f"proj-{project_id}",
+            name=f"Project {project_id}",
+            status=0,
+            flags=0,
+            platform=None,
+            date_added=EPOCH,
+            date_deleted=EPOCH if deleted else None,
+        )
+        self.projects_by_id[project_id] = project
+        return project
+
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # ------------------------------------------------------------------ the facade
+    def projects(self, ids: Iterable[int]) -> dict[int, Project]:
+        self.calls.append("projects")
+        return {i: self.projects_by_id[i] for i in ids if i in self.projects_by_id}
+
+    def organizations(self, ids: Iterable[int]) -> dict[int, Organization]:
+        self.calls.append("organizations")
+        return {i: self.organizations_by_id[i] for i in ids if i in self.organizations_by_id}
+
+    def project_options(self, project_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        self.calls.append("project_options")
+        return {pid: dict(self.options.get(pid, {})) for pid in project_ids}
+
+    def releases(self, requests: Sequence[ReleaseRequest]) -> dict[tuple[int, str], Release]:
+        self.calls.append("releases")
+        result = {}
+        for request in requests:
+            if not is_valid_version(request.version):
+                continue
+            key = (request.organization_id, request.version)
+            release = self.release_rows.get(key)
+            if release is None:
+                release = Release(
+                    self._id(), request.organization_id, request.version, request.date_added
+                )
+                self.release_rows[key] = release
+            self.release_links.add((release.id, request.project_id))
+            project = self.projects_by_id[request.project_id]
+            self.projects_by_id[request.project_id] = replace(
+                project, flags=(project.flags or 0) | Project.HAS_RELEASES
+            )
+            result[(request.project_id, request.version)] = release
+        return result
+
+    def distributions(self, requests: Sequence[DistributionRequest]) -> dict[tuple[int, str], int]:
+        self.calls.append("distributions")
+        result = {}
+        for request in requests:
+            key = (request.release_id, request.name)
+            if key not in self.dist_rows:
+                self.dist_rows[key] = (self._id(), request)
+            result[key] = self.dist_rows[key][0]
+        return result
+
+    def environments(
+        self, requests: Sequence[EnvironmentRequest]
+    ) -> dict[tuple[int, str], Environment]:
+        self.calls.append("environments")
+        result = {}
+        for request in requests:
+            key = (request.organization_id, request.name)
+            environment = self.environment_rows.get(key)
+            if environment is None:
+                environment = Environment(
+                    self._id(), request.organization_id, request.name, request.date_added
+                )
+                self.environment_rows[key] = environment
+            self.environment_links.add((environment.id, request.project_id))
+            result[key] = environment
+        return result

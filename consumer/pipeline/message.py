@@ -143,7 +143,11 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
     if payload_type != "occurrence":
         raise BadMessage("unknown_payload_type", f"payload_type {str(payload_type)[:64]!r}")
 
-    project_id = message["project_id"]
+    # The schema's "integer" also admits 5.0 (which would name the wrong nodestore nodes) and
+    # any size (a project id beyond PostgreSQL's bigint fails every lookup, stopping the batch).
+    project_id = _require(message, "project_id", _is_int, "an integer")
+    if not 0 <= project_id < 2**63:
+        raise BadMessage("invalid_field", f"project_id {project_id} is out of range")
     occurrence_id = _hex_uuid(message["id"], "id")
     issue_title = _require(message, "issue_title", _is_str, "a string")
     _require(message, "subtitle", _is_str, "a string")
@@ -222,6 +226,14 @@ class MessageDecoder:
             return built
         project_id: int = message["project_id"]
         message.pop("event")  # what is left is the occurrence document; no copy needed
+        try:
+            orjson.dumps(message)
+        except orjson.JSONEncodeError as error:
+            # orjson reads 1024 levels of nesting but writes only 254: an occurrence between
+            # the two would fail its nodestore write on every retry and stop the partition.
+            raise BadMessage(
+                "too_deeply_nested", f"the occurrence document cannot be stored: {error}"
+            ) from None
         decoded = time.perf_counter()
         data = self.normalizer.normalize(built.event, project_id)
         normalized = time.perf_counter()

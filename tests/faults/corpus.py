@@ -11,6 +11,7 @@ wrong types inside the event, which Relay's normalizer drops, huge strings, whic
 from __future__ import annotations
 
 import copy
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ class Context:
     rng: random.Random
 
 
+def _dumps(value: Any) -> bytes:
+    """JSON as a producer might write it: orjson where it can, else the standard library
+    (deeper than orjson's 255 levels, integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _dead(kind: str, occurrence: Occurrence, value: bytes | None, *reasons: str) -> Sent:
     return Sent(
         kind=kind,
@@ -54,7 +64,7 @@ def _dead(kind: str, occurrence: Occurrence, value: bytes | None, *reasons: str)
 def _spoiled(kind: str, *reasons: str, change: Callable[[Occurrence, Context], None]) -> Kind:
     def build(occurrence: Occurrence, context: Context) -> Sent:
         change(occurrence, context)
-        return _dead(kind, occurrence, orjson.dumps(occurrence), *reasons)
+        return _dead(kind, occurrence, _dumps(occurrence), *reasons)
 
     return Kind(kind, build)
 
@@ -293,7 +303,8 @@ KINDS: list[Kind] = [
     _raw("garbage", "invalid_json", value=lambda o, c: b'{"id": "' + c.rng.randbytes(64)),
     _raw("invalid_utf8", "invalid_json", value=lambda o, c: b"\xff\xfe" + c.rng.randbytes(200)),
     _raw("invalid_utf8_in_string", "invalid_json", value=_utf8_in_string),
-    _raw("empty_value", "empty_message", value=lambda o, c: None),
+    # arroyo hands a null value (a tombstone) to the worker as b"", so both reasons are right.
+    _raw("empty_value", "empty_message", "invalid_json", value=lambda o, c: None),
     _raw("empty_bytes", "invalid_json", value=lambda o, c: b""),
     _raw("nan", "invalid_json", value=_literal(b"NaN")),
     _raw("infinity", "invalid_json", value=_literal(b"-Infinity")),
@@ -315,8 +326,7 @@ KINDS: list[Kind] = [
     # --------------------------------------------------------------- wrong types
     _spoiled("id_not_a_string", "schema_violation", change=_set(123, "id")),
     _spoiled("project_id_string", "schema_violation", change=_set_project("5")),
-    _spoiled("project_id_integral_float", "schema_violation", "invalid_field",
-             change=_integral_float_project),  # fmt: skip
+    _spoiled("project_id_integral_float", "invalid_field", change=_integral_float_project),
     _spoiled("fingerprint_string", "schema_violation", change=_set("fp", "fingerprint")),
     _spoiled("fingerprint_numbers", "schema_violation", change=_set([1, 2], "fingerprint")),
     _spoiled("issue_title_number", "schema_violation", change=_set(5, "issue_title")),
@@ -345,14 +355,15 @@ KINDS: list[Kind] = [
     _raw("message_too_large", "message_too_large", value=_oversized),
     _spoiled("event_nested_too_deep", "normalization_failed",
              change=lambda o, c: o["event"].update(extra={"deep": _nested(300)})),  # fmt: skip
-    _spoiled("occurrence_nested_too_deep", "too_deeply_nested", "invalid_field",
+    _spoiled("occurrence_nested_too_deep", "too_deeply_nested",
              change=lambda o, c: o.update(evidence_data={"deep": _nested(300)})),  # fmt: skip
     # --------------------------------------------------------------- unknown projects
     _spoiled("unknown_project", "unknown_project",
              change=lambda o, c: _set_project(UNKNOWN_PROJECT + c.rng.randrange(10**6))(o, c)),  # fmt: skip
-    _spoiled("project_id_negative", "unknown_project", change=_set_project(-1)),
-    _spoiled("project_id_beyond_bigint", "unknown_project", change=_set_project(2**63 + 7)),
-    _spoiled("project_id_u64_max", "unknown_project", change=_set_project(2**64 - 1)),
+    _spoiled("project_id_zero", "unknown_project", change=_set_project(0)),
+    _spoiled("project_id_negative", "invalid_field", change=_set_project(-1)),
+    _spoiled("project_id_beyond_bigint", "invalid_field", change=_set_project(2**63 + 7)),
+    _spoiled("project_id_u64_max", "invalid_field", change=_set_project(2**64 - 1)),
     # --------------------------------------------------------------- valid, not saved
     Kind("status_change", _status_change),
     Kind("no_event", _no_event),
@@ -381,4 +392,4 @@ KINDS: list[Kind] = [
 def corpus(occurrences: Occurrences, live_projects: list[int], rng: random.Random) -> list[Sent]:
     """One message of every kind (each from a fresh occurrence)."""
     context = Context(live_projects, rng)
-    return [kind.build(occurrences.next(), context) for kind in KINDS]
+    return [kind.build(occurrences.next(rng.choice(live_projects)), context) for kind in KINDS]

@@ -56,7 +56,9 @@ def _dead(kind: str, occurrence: Occurrence, value: bytes | None, *reasons: str)
         project_id=occurrence.get("project_id")
         if isinstance(occurrence.get("project_id"), int)
         else None,
-        event_id=occurrence.get("event_id") if isinstance(occurrence.get("event_id"), str) else None,
+        event_id=occurrence.get("event_id")
+        if isinstance(occurrence.get("event_id"), str)
+        else None,
         reasons=frozenset(reasons),
     )
 
@@ -138,7 +140,7 @@ def _integral_float_project(occurrence: Occurrence, _context: Context) -> None:
 
 
 def _other_event_id(occurrence: Occurrence, context: Context) -> None:
-    occurrence["event_id"] = "%032x" % context.rng.getrandbits(128)
+    occurrence["event_id"] = f"{context.rng.getrandbits(128):032x}"
 
 
 def _no_event_ids(occurrence: Occurrence, _context: Context) -> None:
@@ -158,7 +160,9 @@ def _utf8_in_string(occurrence: Occurrence, _context: Context) -> bytes:
 def _literal(token: bytes) -> Callable[[Occurrence, Context], bytes]:
     def value(occurrence: Occurrence, _context: Context) -> bytes:
         occurrence["detection_time"] = 0.5
-        return orjson.dumps(occurrence).replace(b'"detection_time":0.5', b'"detection_time":' + token)
+        return orjson.dumps(occurrence).replace(
+            b'"detection_time":0.5', b'"detection_time":' + token
+        )
 
     return value
 
@@ -233,7 +237,9 @@ def _metacharacters(text: str) -> Callable[[Occurrence, Context], frozenset[str]
     return change
 
 
-def _invalid_release(release: Any, dist: Any = None) -> Callable[[Occurrence, Context], frozenset[str]]:
+def _invalid_release(
+    release: Any, dist: Any = None
+) -> Callable[[Occurrence, Context], frozenset[str]]:
     def change(occurrence: Occurrence, _context: Context) -> frozenset[str]:
         occurrence["event"]["release"] = release
         if dist is not None:
@@ -342,24 +348,35 @@ KINDS: list[Kind] = [
     _spoiled("event_platform_number", "invalid_event", change=_set(5, "event", "platform")),
     _spoiled("event_timestamp_object", "invalid_event", change=_set({}, "event", "timestamp")),
     _spoiled("event_received_list", "invalid_event", change=_set([1], "event", "received")),
-    _spoiled("event_project_id_string", "project_mismatch",
-             change=_set("5", "event", "project_id")),  # fmt: skip
+    _spoiled(
+        "event_project_id_string", "project_mismatch", change=_set("5", "event", "project_id")
+    ),
     # --------------------------------------------------------------- invalid values
     _spoiled("id_not_a_uuid", "invalid_id", change=_set("not-a-uuid", "id")),
     _spoiled("event_id_not_a_uuid", "invalid_id", change=_set("zz" * 16, "event_id")),
     _spoiled("event_id_mismatch", "event_id_mismatch", change=_other_event_id),
     _spoiled("project_mismatch", "project_mismatch", change=_other_project),
     _spoiled("type_beyond_u64", "invalid_field", change=_set(2**70, "type")),
-    _spoiled("unknown_payload_type", "unknown_payload_type",
-             change=_set("feedback_v9", "payload_type")),  # fmt: skip
+    _spoiled(
+        "unknown_payload_type", "unknown_payload_type", change=_set("feedback_v9", "payload_type")
+    ),
     _raw("message_too_large", "message_too_large", value=_oversized),
-    _spoiled("event_nested_too_deep", "normalization_failed",
-             change=lambda o, c: o["event"].update(extra={"deep": _nested(300)})),  # fmt: skip
-    _spoiled("occurrence_nested_too_deep", "too_deeply_nested",
-             change=lambda o, c: o.update(evidence_data={"deep": _nested(300)})),  # fmt: skip
+    _spoiled(
+        "event_nested_too_deep",
+        "normalization_failed",
+        change=lambda o, c: o["event"].update(extra={"deep": _nested(300)}),
+    ),
+    _spoiled(
+        "occurrence_nested_too_deep",
+        "too_deeply_nested",
+        change=lambda o, c: o.update(evidence_data={"deep": _nested(300)}),
+    ),
     # --------------------------------------------------------------- unknown projects
-    _spoiled("unknown_project", "unknown_project",
-             change=lambda o, c: _set_project(UNKNOWN_PROJECT + c.rng.randrange(10**6))(o, c)),  # fmt: skip
+    _spoiled(
+        "unknown_project",
+        "unknown_project",
+        change=lambda o, c: _set_project(UNKNOWN_PROJECT + c.rng.randrange(10**6))(o, c),
+    ),
     _spoiled("project_id_zero", "unknown_project", change=_set_project(0)),
     _spoiled("project_id_negative", "invalid_field", change=_set_project(-1)),
     _spoiled("project_id_beyond_bigint", "invalid_field", change=_set_project(2**63 + 7)),
@@ -372,7 +389,13 @@ KINDS: list[Kind] = [
     _odd("shell_metacharacters", _metacharacters(SHELL)),
     _odd("release_sql", _invalid_release("'; DROP TABLE sentry_release; --", "sql-1")),
     _odd("release_shell", _invalid_release("$(id) `id` | && ; > < * ?", "sh_1")),
-    _odd("environment_sql", lambda o, c: _set("'; DROP TABLE sentry_environment; --", "event", "environment")(o, c) or frozenset()),
+    _odd(
+        "environment_sql",
+        lambda o, c: (
+            _set("'; DROP TABLE sentry_environment; --", "event", "environment")(o, c)
+            or frozenset()
+        ),
+    ),
     _odd("release_latest", _invalid_release("latest", "1")),
     _odd("release_dot_dot", _invalid_release("..")),
     _odd("release_with_slash", _invalid_release("backend/1.0", "2")),

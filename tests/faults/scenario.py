@@ -151,9 +151,9 @@ class Scenario:
         worker = WorkerProcess(
             name=f"{self.name}-worker-{len(self.workers)}",
             args=[
-                "--topic", self.topic, "--group", self.group, "--dlq-topic", self.dlq_topic,
-                "--metrics-port", "0", "--batch-size", str(self.batch_size),
-            ],  # fmt: skip
+                *("--topic", self.topic, "--group", self.group, "--dlq-topic", self.dlq_topic),
+                *("--metrics-port", "0", "--batch-size", str(self.batch_size)),
+            ],
             env=self.env(**extra_env),
             log=self.folder / "workers.log",
         )
@@ -225,6 +225,7 @@ class Scenario:
         0 each), and judge. Always stops the workers and the sampler."""
         verdict = Verdict(self.name)
         try:
+            self.feed.hurry()
             self.feed.join()
             ends = end_offsets(self.stack.kafka_bootstrap, self.topic, PARTITIONS)
             timeout = 120 + len(records) / 200
@@ -244,7 +245,13 @@ class Scenario:
             self.sampler.stop()
             self.feed.close()
         verdict.seconds = time.monotonic() - self.started
-        verdict.notes = list(self.notes)
+        samples = self.sampler.samples
+        commits = len({tuple(sorted(sample.offsets.items())) for sample in samples})
+        verdict.notes = [
+            *self.notes,
+            f"{len(samples)} offset samples ({self.sampler.failures} failed during outages), "
+            f"{commits} distinct committed positions audited",
+        ]
         verdict.recovery = recovery_times(self.faults, self.sampler.samples)
         judge(
             verdict,

@@ -23,6 +23,12 @@ import psycopg
 from scripts.services import HOST, ROOT, Stack
 
 
+def _openssl(*args: str) -> None:
+    command = shutil.which("openssl")
+    assert command is not None, "the TLS tests need the openssl command"
+    subprocess.run([command, *args], check=True, capture_output=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -54,22 +60,19 @@ class Certificates:
         folder.mkdir(parents=True, exist_ok=True)
         password = secrets.token_hex(8)
 
-        def openssl(*args: str) -> None:
-            subprocess.run(["openssl", *args], check=True, capture_output=True)
-
         ca, ca_key = folder / "ca.pem", folder / "ca.key"
         cert, key, csr = folder / "server.pem", folder / "server.key", folder / "server.csr"
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 "-subj", "/CN=fault suite CA", "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={HOST}",
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={HOST}",
                 "-keyout", str(key), "-out", str(csr))  # fmt: skip
         extensions = folder / "san.cnf"
         extensions.write_text(f"subjectAltName=IP:{HOST},DNS:localhost\n")
-        openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
                 "-CAcreateserial", "-days", "2", "-extfile", str(extensions),
                 "-out", str(cert))  # fmt: skip
         keystore = folder / "server.p12"
-        openssl("pkcs12", "-export", "-in", str(cert), "-inkey", str(key),
+        _openssl("pkcs12", "-export", "-in", str(cert), "-inkey", str(key),
                 "-out", str(keystore), "-passout", f"pass:{password}")  # fmt: skip
         for path in folder.iterdir():
             path.chmod(0o644)
@@ -85,16 +88,11 @@ class Certificates:
             folder / f"{common_name}.key",
             folder / f"{common_name}.csr",
         )
-        subprocess.run(
-            ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={common_name}",
-             "-keyout", str(key), "-out", str(csr)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        subprocess.run(
-            ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(authority),
-             "-CAkey", str(authority_key), "-CAcreateserial", "-days", "2", "-out", str(cert)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={common_name}",
+                 "-keyout", str(key), "-out", str(csr))  # fmt: skip
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(authority),
+                 "-CAkey", str(authority_key), "-CAcreateserial", "-days", "2",
+                 "-out", str(cert))  # fmt: skip
         key.chmod(0o600)
         return cert, key
 

@@ -136,6 +136,7 @@ class Feed:
         )
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._hurry = threading.Event()
         self.done = threading.Event()
 
     def _deliver(self, record: Sent) -> Any:
@@ -143,8 +144,9 @@ class Feed:
             if error is not None:
                 record.error = str(error)
                 return
-            record.partition = message.partition()
-            record.offset = message.offset()
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None
+            record.partition, record.offset = partition, offset
             record.delivered_at = time.time()
 
         return delivered
@@ -167,13 +169,14 @@ class Feed:
             self.sent.append(record)
             self._producer.poll(0)
             ahead = started + (index + 1) * pace - time.monotonic()
-            if ahead > 0.002:
-                time.sleep(ahead)
+            if ahead > 0.002 and not self._hurry.is_set():
+                self._hurry.wait(ahead)
 
     def start(self, records: Sequence[Sent], seconds: float = 0.0) -> None:
         """Produce `records` spread evenly over `seconds` (0: as fast as possible)."""
         assert self._thread is None or not self._thread.is_alive()
         self.done.clear()
+        self._hurry.clear()
 
         def run() -> None:
             try:
@@ -185,6 +188,10 @@ class Feed:
 
         self._thread = threading.Thread(target=run, name="feed", daemon=True)
         self._thread.start()
+
+    def hurry(self) -> None:
+        """Produce what is left at once (the faults are over; the pace no longer matters)."""
+        self._hurry.set()
 
     def send(self, records: Sequence[Sent], seconds: float = 0.0, timeout: float = 330.0) -> None:
         self.start(records, seconds)

@@ -96,17 +96,24 @@ def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
             assert message is not None, f"dead-letter topic {topic}: read stalled at {positions}"
             if message.error():
                 continue
-            positions[message.partition()] = message.offset() + 1
-            headers = {
-                name: (value or b"").decode("utf-8", "replace")
-                for name, value in (message.headers() or [])
-            }
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None
+            positions[partition] = offset + 1
+            raw_headers = message.headers() or []
+            pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+            headers = {name: _text(value) for name, value in pairs}
             letters.append(
                 DeadLetter(message.key(), message.value(), headers, message.timestamp()[1] / 1000)
             )
         return letters
     finally:
         client.close()
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
@@ -232,26 +239,26 @@ def judge(
             verdict.fail(f"dead letter from topic {headers.get('original_topic')!r}")
             continue
         position = (int(headers["original_partition"]), int(headers["original_offset"]))
-        record = by_position.get(position)
-        if record is None:
+        origin = by_position.get(position)
+        if origin is None:
             verdict.fail(f"dead letter for {position}, which the suite never sent")
             continue
         copies[position] += 1
         lettered_at[position] = min(lettered_at.get(position, letter.at), letter.at)
-        if record.outcome != "dead_lettered":
+        if origin.outcome != "dead_lettered":
             verdict.fail(
-                f"{record.kind} at {position} ({record.outcome}) dead-lettered: "
+                f"{origin.kind} at {position} ({origin.outcome}) dead-lettered: "
                 f"{headers.get('reason')} {headers.get('reason_detail', '')[:120]}"
             )
-        elif headers.get("reason") not in record.reasons:
+        elif headers.get("reason") not in origin.reasons:
             verdict.fail(
-                f"{record.kind} at {position} dead-lettered as {headers.get('reason')!r} "
+                f"{origin.kind} at {position} dead-lettered as {headers.get('reason')!r} "
                 f"({headers.get('reason_detail', '')[:120]}), expected one of "
-                f"{sorted(record.reasons)}"
+                f"{sorted(origin.reasons)}"
             )
         # A null value comes back as b"" (arroyo reads values as bytes).
-        if (letter.value or None) != (record.value or None) or letter.key != record.key:
-            verdict.fail(f"dead letter of {record.kind} at {position} is not the original bytes")
+        if (letter.value or None) != (origin.value or None) or letter.key != origin.key:
+            verdict.fail(f"dead letter of {origin.kind} at {position} is not the original bytes")
     bad = [r for r in records if r.outcome == "dead_lettered"]
     undelivered = [r for r in bad if (r.partition, r.offset) not in copies]
     verdict.dead_lettered = len(bad) - len(undelivered)
@@ -264,9 +271,12 @@ def judge(
     skipped = [r for r in records if r.outcome == "skipped"]
     verdict.skipped = len(skipped)
     for record in skipped:
-        if record.project_id is not None and record.event_id is not None:
-            if record.event_node in nodes:
-                verdict.fail(f"{record.kind} at {record.partition}/{record.offset} was saved")
+        if (
+            record.project_id is not None
+            and record.event_id is not None
+            and record.event_node in nodes
+        ):
+            verdict.fail(f"{record.kind} at {record.partition}/{record.offset} was saved")
     verdict.lost = len(lost)
 
     # ------------------------------------------------------------------ committed offsets

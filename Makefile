@@ -41,8 +41,16 @@ unit: venv
 integration: services tools
 	$(PY) -m pytest tests/integration -q
 
+# The fault-injection suite (tests/faults) runs on a private Kafka, PostgreSQL and Redis that
+# it starts, kills and restarts itself; `make test` runs it reduced, `make faults` at full size.
+FAULTS_REDUCED_EVENTS ?= 1000
+FAULTS_FULL_EVENTS ?= 50000
+
 test: services lint tools
-	$(PY) -m pytest tests -q
+	FAULTS_EVENTS=$(FAULTS_REDUCED_EVENTS) $(PY) -m pytest tests -q
+
+faults: venv
+	FAULTS_EVENTS=$(FAULTS_FULL_EVENTS) $(PY) -m pytest tests/faults -q
 
 clean: services-down
 	rm -rf .cache $(VENV)

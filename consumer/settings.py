@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from consumer.errors import ConfigurationError
 
@@ -65,12 +65,20 @@ class SecretUrl(Secret):
 
 
 def redact_url(url: str) -> str:
+    """The URL with its password hidden, wherever it is: in the user part, or in a query
+    parameter (libpq and redis-py both read `?password=`, libpq also `?sslpassword=`)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
+    if "password" in parts.query.lower():
+        query = [
+            (key, "***" if "password" in key.lower() else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
 
 
 # librdkafka settings whose values are secrets.
@@ -195,7 +203,11 @@ def _coerce(section: str, name: str, annotation: Any, raw: Any, source: str) -> 
     where = f"{section}.{name} (from {source})"
     if name == "extra":
         if isinstance(raw, str):
-            raw = dict(item.split("=", 1) for item in raw.split(",") if item.strip())
+            pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                # Not the value itself: it may hold a password.
+                raise ConfigurationError(f"{where}: expected key=value pairs separated by commas")
+            raw = dict(pairs)
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"{where}: expected a table of librdkafka settings")
         return {

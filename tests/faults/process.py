@@ -23,6 +23,7 @@ class WorkerProcess:
     args: Sequence[str]
     env: Mapping[str, str]
     log: Path
+    global_args: Sequence[str] = ()
     started_at: float = field(default=0.0, init=False)
     stopped_by_suite: bool = field(default=False, init=False)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -33,7 +34,11 @@ class WorkerProcess:
             log.write(f"--- {self.name} started at {time.time():.3f}\n".encode())
             log.flush()
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "consumer", "--config", os.devnull, "run", *self.args],
+                [
+                    *(sys.executable, "-m", "consumer", "--config", os.devnull),
+                    *self.global_args,
+                    *("run", *self.args),
+                ],
                 env=dict(self.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -80,4 +80,7 @@ class OffsetSampler:
         final = self.sample(timeout=10)
         if final is not None:
             self.samples.append(final)
+        self.close()
+
+    def close(self) -> None:
         self._client.close()

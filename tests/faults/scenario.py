@@ -44,7 +44,7 @@ WORKER_ENV = {
 
 def events_per_scenario() -> int:
     """The size knob: `FAULTS_EVENTS` messages per scenario (`make faults` sets 50000)."""
-    return int(os.environ.get("FAULTS_EVENTS", "1500"))
+    return int(os.environ.get("FAULTS_EVENTS", "1000"))
 
 
 @dataclass

@@ -28,8 +28,6 @@ from tests.unit.test_ops_queries import used_metrics
 pytestmark = pytest.mark.integration
 
 GOOD = 600
-# Used by the dashboard or alerts, declared by the worker, but legitimately without a series in
-# this branch; each with the reason. The test fails for any other missing metric.
 # Metrics the dashboard or alerts use that a running worker may legitimately not export yet,
 # with the reason (none today: storage, pipeline and strategy are all wired).
 NOT_YET_EXPORTED: dict[str, str] = {}

@@ -15,11 +15,13 @@ import hashlib
 import logging
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import psycopg_pool
+from isal import isal_zlib
 
 from consumer.storage.pool import connection
 
@@ -46,8 +48,28 @@ def dumps(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
 
 
-def encode_blob(main: Any, subkeys: Mapping[str, Any] | None = None, *, level: int = 6) -> str:
-    """The `data` column's text for a node: base64(zlib(main JSON [+ subkey lines]))."""
+@dataclass(frozen=True, slots=True)
+class Compression:
+    """How blobs are compressed. Both codecs write the zlib format (RFC 1950), which Sentry's
+    nodestore (and anything with zlib) reads: `isal` (Intel ISA-L, levels 0 to 3) is several
+    times faster than `zlib` (levels -1 to 9) at a similar ratio, so it is the default."""
+
+    codec: str = "isal"
+    level: int = 1
+
+    def compress(self, blob: bytes) -> bytes:
+        if self.codec == "isal":
+            return bytes(isal_zlib.compress(blob, self.level))
+        return zlib.compress(blob, self.level)
+
+
+ZLIB_DEFAULT = Compression("zlib", 6)  # what Sentry writes
+
+
+def encode_blob(
+    main: Any, subkeys: Mapping[str, Any] | None = None, *, compression: Compression = Compression()
+) -> str:
+    """The `data` column's text for a node: base64(zlib-format(main JSON [+ subkey lines]))."""
     blob = dumps(main)
     if subkeys:
         parts = [blob]
@@ -55,7 +77,7 @@ def encode_blob(main: Any, subkeys: Mapping[str, Any] | None = None, *, level: i
             parts.append(name.encode("ascii"))
             parts.append(dumps(document))
         blob = b"\n".join(parts)
-    return base64.b64encode(zlib.compress(blob, level)).decode("ascii")
+    return base64.b64encode(compression.compress(blob)).decode("ascii")
 
 
 def _loads(line: bytes) -> Any:
@@ -96,9 +118,11 @@ class NodeStore:
     Every method blocks on PostgreSQL; connection failures raise TransientError.
     """
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool, *, compression_level: int = 6) -> None:
+    def __init__(
+        self, pool: psycopg_pool.ConnectionPool, *, compression: Compression = Compression()
+    ) -> None:
         self.pool = pool
-        self.compression_level = compression_level
+        self.compression = compression
 
     def set_many_encoded(
         self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None
@@ -126,7 +150,7 @@ class NodeStore:
         """Upsert `{node_id: main document}` in one statement."""
         return self.set_many_encoded(
             (
-                (node_id, encode_blob(doc, level=self.compression_level))
+                (node_id, encode_blob(doc, compression=self.compression))
                 for node_id, doc in documents.items()
             ),
             now=now,
@@ -134,7 +158,7 @@ class NodeStore:
 
     def set(self, node_id: str, document: Any, subkeys: Mapping[str, Any] | None = None) -> None:
         self.set_many_encoded(
-            [(node_id, encode_blob(document, subkeys, level=self.compression_level))]
+            [(node_id, encode_blob(document, subkeys, compression=self.compression))]
         )
 
     def get(self, node_id: str, subkey: str | None = None) -> Any:

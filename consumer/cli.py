@@ -357,6 +357,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         processes=args.processes,
         runs=args.runs,
+        per_event_events=args.per_event_events,
         measurements=tuple(args.only or MEASUREMENTS),
         output=Path(args.output) if args.output else None,
     )
@@ -520,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", type=int, default=1, help="worker processes (and limit processes)"
     )
     bench.add_argument("--runs", type=int, default=3, help="repetitions; the table shows medians")
+    bench.add_argument(
+        "--per-event-events", type=int, default=10_000, help="messages the per-event baseline reads"
+    )
     bench.add_argument("--batch-size", type=int)
     bench.add_argument("--batch-time-ms", type=int)
     bench.add_argument("--only", action="append", choices=["worker", "limit", "per_event"])

@@ -23,7 +23,7 @@ import orjson
 import psycopg_pool
 from isal import isal_zlib
 
-from consumer.storage.pool import connection
+from consumer.storage.pool import connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,15 @@ def decode_blob(data: str) -> tuple[Any, dict[str, Any]]:
     return main, subkeys
 
 
+# A batch is copied into a session-local staging table, then upserted from it: COPY moves the
+# rows in C, where passing them as array parameters spends ~30 us per row in Python dumpers.
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS nodestore_incoming (id text, data text) ON COMMIT DELETE ROWS"
+)
+_COPY = "COPY nodestore_incoming (id, data) FROM STDIN"
 _UPSERT = """
 INSERT INTO nodestore_node (id, data, timestamp)
-SELECT id, data, %(now)s FROM unnest(%(ids)s::text[], %(datas)s::text[]) AS t(id, data)
+SELECT id, data, %(now)s FROM nodestore_incoming
 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, timestamp = EXCLUDED.timestamp
 """
 
@@ -127,23 +133,20 @@ class NodeStore:
     def set_many_encoded(
         self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None
     ) -> int:
-        """Upsert already-encoded nodes `(id, data)` in one statement; last one of an id wins.
+        """Upsert already-encoded nodes `(id, data)`; the last one of an id wins.
 
+        Three statements whatever the batch size (stage, COPY, upsert) in one transaction.
         Returns the number of distinct nodes written. The write is durable when this returns.
         """
         latest = dict(nodes)  # one row per id: ON CONFLICT cannot touch a row twice
         if not latest:
             return 0
-        with connection(self.pool) as conn:
-            conn.execute(
-                _UPSERT,
-                {
-                    "ids": list(latest),
-                    "datas": list(latest.values()),
-                    "now": now or datetime.now(UTC),
-                },
-                prepare=True,
-            )
+        with transaction(self.pool) as conn:
+            conn.execute(_STAGE)
+            with conn.cursor() as cursor, cursor.copy(_COPY) as copy:
+                for row in latest.items():
+                    copy.write_row(row)
+            conn.execute(_UPSERT, {"now": now or datetime.now(UTC)}, prepare=True)
         return len(latest)
 
     def set_many(self, documents: Mapping[str, Any], *, now: datetime | None = None) -> int:

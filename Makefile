@@ -54,3 +54,8 @@ faults: venv
 
 clean: services-down
 	rm -rf .cache $(VENV)
+
+# The worker against the limit and per-event baselines, measured in one run (see README
+# "Performance"); BENCH_ARGS passes options, e.g. BENCH_ARGS="--processes 2 --events 20000".
+bench: services
+	$(PY) -m consumer bench $(BENCH_ARGS)

@@ -7,9 +7,12 @@ same run on the same messages (the machine is shared and noisy, so only ratios c
    * worker: the real worker with the chosen settings, in `processes` worker processes;
    * limit: consume, decode, and bulk-copy each raw message into a scratch nodestore-shaped
      table, committing PostgreSQL and Kafka per batch, with no other work (same process count);
-   * per-event: the real worker with batching turned off (one message per batch: one nodestore
-     upsert per event) and the Redis caches off (one get-or-create round trip per release,
-     environment and link per event), as Sentry's per-event path does.
+   * per-event: the same pipeline with batching turned off, as Sentry's consumer runs it: one
+     message at a time on the poll thread (decode, normalize, `save_generic_events([job])`), one
+     get-or-create round trip per release, environment and link (the string-to-id and link
+     caches off; the model cache of projects and organizations on, as Sentry's) and one
+     nodestore upsert per event, offsets committed once per second. It is slow, so it reads only
+     the first `per_event_events` messages; its rate is a rate all the same.
 3. Report events per second from the first poll to the last commit, batch latency p50/p99, peak
    resident memory of every process, CPU time per event (the measured processes only), and the
    ratios worker/limit and worker/per-event; medians over `runs` repetitions; also as JSON.
@@ -196,6 +199,73 @@ def _limit_process(settings: Settings, results: Queue[ProcessStats]) -> None:
     results.put(_finish(stats))
 
 
+# -------------------------------------------------------------------------- the per-event
+
+
+def _per_event_process(settings: Settings, results: Queue[ProcessStats]) -> None:
+    from confluent_kafka import Consumer
+
+    from consumer.pipeline.message import Skip, decode
+    from consumer.pipeline.save import EventSaver
+    from consumer.storage.link_cache import LinkCache
+    from consumer.storage.pool import create_pool
+    from consumer.storage.redis_cache import RedisCache
+    from consumer.storage.store import Storage
+    from consumer.storage.string_id_cache import StringIdCache
+
+    class NoCache(RedisCache):
+        """Every lookup a miss, every write dropped, no network."""
+
+        def get_many(self, cache: Any, keys: Sequence[str]) -> list[bytes | None] | None:
+            return [None] * len(keys)
+
+        def write(self, cache: Any, writes: Any) -> bool:
+            return True
+
+    storage = Storage(
+        settings, create_pool(settings.database), RedisCache.from_settings(settings.redis)
+    )
+    none = NoCache(storage.redis.client, settings.redis.key_prefix)
+    storage.strings = StringIdCache(none, ttl=settings.redis.indexer_ttl)
+    storage.release_links = LinkCache(none, "release_link", settings.redis.link_cache_ttl)
+    storage.environment_links = LinkCache(none, "environment_link", settings.redis.link_cache_ttl)
+    saver = EventSaver(storage)
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": settings.kafka.group_id,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,
+            "auto.commit.interval.ms": 1000,  # Sentry's ONCE_PER_SECOND
+        }
+    )
+    consumer.subscribe([settings.kafka.topic])
+    stats = ProcessStats()
+    idle_since = time.monotonic()
+    while (
+        stats.messages < settings.worker.batch_size
+        and time.monotonic() - idle_since < settings.worker.exit_when_idle
+    ):
+        message = consumer.poll(0.2)
+        if message is None or message.error() is not None:
+            continue
+        started = time.perf_counter()
+        if stats.first_poll is None:
+            stats.first_poll = time.time()
+        job = decode(message.value())
+        if not isinstance(job, Skip):
+            saver.save([job])
+        consumer.store_offsets(message)
+        stats.last_commit = time.time()
+        stats.batch_seconds.append(time.perf_counter() - started)
+        stats.messages += 1
+        idle_since = time.monotonic()
+    consumer.close()  # commits the stored offsets
+    storage.close()
+    results.put(_finish(stats))
+
+
 # ------------------------------------------------------------------------------ the harness
 
 
@@ -257,6 +327,7 @@ class BenchOptions:
     processes: int = 1
     runs: int = 3
     projects: int = 4
+    per_event_events: int = 10_000
     measurements: tuple[str, ...] = MEASUREMENTS
     output: Path | None = None
 
@@ -300,7 +371,9 @@ def run_bench(
             measured = _settings_for(
                 settings, kind, url, topic, f"bench-{run_id}-{kind}-{run}", options
             )
-            target = _limit_process if kind == "limit" else _worker_process
+            target = {"limit": _limit_process, "per_event": _per_event_process}.get(
+                kind, _worker_process
+            )
             measurement = _measure(kind, target, measured, options.processes)
             results[kind].append(measurement)
             say(
@@ -324,9 +397,12 @@ def _settings_for(
 
     worker = dataclasses.replace(settings.worker, exit_when_idle=3.0, metrics_port=0)
     redis = settings.redis
+    redis = dataclasses.replace(redis, key_prefix=f"{group}:")
     if kind == "per_event":
-        worker = dataclasses.replace(worker, batch_size=1)
-        redis = dataclasses.replace(redis, key_prefix=f"{group}:")
+        # The per-event loop reads `batch_size` as the number of messages to read.
+        worker = dataclasses.replace(
+            worker, batch_size=max(1, options.per_event_events // options.processes)
+        )
     kafka = dataclasses.replace(
         settings.kafka, topic=topic, group_id=group, dlq_topic=f"{topic}-dlq"
     )

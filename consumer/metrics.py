@@ -294,3 +294,7 @@ def configure_arroyo_metrics() -> None:
     from arroyo import configure_metrics
 
     configure_metrics(_ARROYO_METRICS, force=True)
+    # The phase shares exist from the start (at 0), so "no backpressure yet" reads as 0%,
+    # not as no data.
+    for name in sorted(_WINDOW_SUMS):
+        _ARROYO_METRICS._get("window", name, None)

@@ -164,7 +164,8 @@ class WorkerSettings:
     retry_deadline: float = 300.0
     dlq_guard_window: int = 1000
     dlq_guard_ratio: float = 0.9
-    nodestore_compression_level: int = 6
+    nodestore_compressor: str = "isal"
+    nodestore_compression_level: int = 1
     log_level: str = "INFO"
 
 
@@ -333,8 +334,16 @@ def validate(settings: Settings) -> None:
         (0 < w.dlq_guard_ratio <= 1, "worker.dlq_guard_ratio must be in (0, 1]"),
         (w.dlq_guard_window >= 10, "worker.dlq_guard_window must be at least 10"),
         (
-            -1 <= w.nodestore_compression_level <= 9,
-            "worker.nodestore_compression_level must be -1..9",
+            w.nodestore_compressor in {"isal", "zlib"},
+            "worker.nodestore_compressor must be isal or zlib",
+        ),
+        (
+            w.nodestore_compressor != "isal" or 0 <= w.nodestore_compression_level <= 3,
+            "worker.nodestore_compression_level must be 0..3 with isal",
+        ),
+        (
+            w.nodestore_compressor != "zlib" or -1 <= w.nodestore_compression_level <= 9,
+            "worker.nodestore_compression_level must be -1..9 with zlib",
         ),
         (w.retry_deadline > 0, "worker.retry_deadline must be positive"),
         (w.join_timeout > 0, "worker.join_timeout must be positive"),

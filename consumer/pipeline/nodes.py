@@ -18,7 +18,7 @@ import orjson
 
 from consumer import metrics
 from consumer.pipeline.event_metrics import STORED_SIZE
-from consumer.storage.nodestore import encode_blob, event_node_id, occurrence_node_id
+from consumer.storage.nodestore import Compression, encode_blob, event_node_id, occurrence_node_id
 
 if TYPE_CHECKING:
     from consumer.pipeline.job import Job
@@ -51,14 +51,17 @@ def event_document(job: Job, inserted: float) -> Any:
     )
 
 
-def encode_nodes(jobs: Sequence[Job], inserted: float, level: int) -> None:
+def encode_nodes(jobs: Sequence[Job], inserted: float, compression: Compression) -> None:
     for job in jobs:
         document = event_document(job, inserted)
         job.nodes = (
-            (event_node_id(job.project_id, job.event_id), encode_blob(document, level=level)),
+            (
+                event_node_id(job.project_id, job.event_id),
+                encode_blob(document, compression=compression),
+            ),
             (
                 occurrence_node_id(job.occurrence_id, job.project_id),
-                encode_blob(job.occurrence, level=level),
+                encode_blob(job.occurrence, compression=compression),
             ),
         )
 

@@ -182,7 +182,7 @@ def _prepare(
     with times("event_metrics"):
         apply_event_metrics(jobs)
     with times("nodestore"):
-        encode_nodes(jobs, inserted_now(), storage.nodestore.compression_level)
+        encode_nodes(jobs, inserted_now(), storage.nodestore.compression)
 
 
 class EventSaver:

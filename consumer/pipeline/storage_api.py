@@ -20,10 +20,11 @@ from consumer.storage.models import (
     Release,
     ReleaseRequest,
 )
+from consumer.storage.nodestore import Compression
 
 
 class NodeStoreAPI(Protocol):
-    compression_level: int
+    compression: Compression
 
     def set_many_encoded(
         self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None

@@ -15,13 +15,15 @@ import hashlib
 import logging
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import psycopg_pool
+from isal import isal_zlib
 
-from consumer.storage.pool import connection
+from consumer.storage.pool import connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +48,28 @@ def dumps(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS)
 
 
-def encode_blob(main: Any, subkeys: Mapping[str, Any] | None = None, *, level: int = 6) -> str:
-    """The `data` column's text for a node: base64(zlib(main JSON [+ subkey lines]))."""
+@dataclass(frozen=True, slots=True)
+class Compression:
+    """How blobs are compressed. Both codecs write the zlib format (RFC 1950), which Sentry's
+    nodestore (and anything with zlib) reads: `isal` (Intel ISA-L, levels 0 to 3) is several
+    times faster than `zlib` (levels -1 to 9) at a similar ratio, so it is the default."""
+
+    codec: str = "isal"
+    level: int = 1
+
+    def compress(self, blob: bytes) -> bytes:
+        if self.codec == "isal":
+            return bytes(isal_zlib.compress(blob, self.level))
+        return zlib.compress(blob, self.level)
+
+
+ZLIB_DEFAULT = Compression("zlib", 6)  # what Sentry writes
+
+
+def encode_blob(
+    main: Any, subkeys: Mapping[str, Any] | None = None, *, compression: Compression = Compression()
+) -> str:
+    """The `data` column's text for a node: base64(zlib-format(main JSON [+ subkey lines]))."""
     blob = dumps(main)
     if subkeys:
         parts = [blob]
@@ -55,7 +77,7 @@ def encode_blob(main: Any, subkeys: Mapping[str, Any] | None = None, *, level: i
             parts.append(name.encode("ascii"))
             parts.append(dumps(document))
         blob = b"\n".join(parts)
-    return base64.b64encode(zlib.compress(blob, level)).decode("ascii")
+    return base64.b64encode(compression.compress(blob)).decode("ascii")
 
 
 def _loads(line: bytes) -> Any:
@@ -83,9 +105,21 @@ def decode_blob(data: str) -> tuple[Any, dict[str, Any]]:
     return main, subkeys
 
 
+# A batch is copied into a session-local staging table, then upserted from it: COPY moves the
+# rows in C, where passing them as array parameters spends ~30 us per row in Python dumpers.
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS nodestore_incoming (id text, data text) ON COMMIT DELETE ROWS"
+)
+_COPY = "COPY nodestore_incoming (id, data) FROM STDIN"
+# Up to this many rows go in one statement with their values inline.
+SMALL_WRITE = 16
+_INSERT_VALUES = (
+    "INSERT INTO nodestore_node (id, data, timestamp) VALUES {values} "
+    "ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, timestamp = EXCLUDED.timestamp"
+)
 _UPSERT = """
 INSERT INTO nodestore_node (id, data, timestamp)
-SELECT id, data, %(now)s FROM unnest(%(ids)s::text[], %(datas)s::text[]) AS t(id, data)
+SELECT id, data, %(now)s FROM nodestore_incoming
 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, timestamp = EXCLUDED.timestamp
 """
 
@@ -96,37 +130,44 @@ class NodeStore:
     Every method blocks on PostgreSQL; connection failures raise TransientError.
     """
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool, *, compression_level: int = 6) -> None:
+    def __init__(
+        self, pool: psycopg_pool.ConnectionPool, *, compression: Compression = Compression()
+    ) -> None:
         self.pool = pool
-        self.compression_level = compression_level
+        self.compression = compression
 
     def set_many_encoded(
         self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None
     ) -> int:
-        """Upsert already-encoded nodes `(id, data)` in one statement; last one of an id wins.
+        """Upsert already-encoded nodes `(id, data)`; the last one of an id wins.
 
-        Returns the number of distinct nodes written. The write is durable when this returns.
+        A few rows (a quiet topic, one event) take one `INSERT ... VALUES` statement; more take
+        three whatever their number (stage, COPY, upsert) in one transaction. Returns the number
+        of distinct nodes written. The write is durable when this returns.
         """
         latest = dict(nodes)  # one row per id: ON CONFLICT cannot touch a row twice
         if not latest:
             return 0
-        with connection(self.pool) as conn:
-            conn.execute(
-                _UPSERT,
-                {
-                    "ids": list(latest),
-                    "datas": list(latest.values()),
-                    "now": now or datetime.now(UTC),
-                },
-                prepare=True,
-            )
+        stamp = now or datetime.now(UTC)
+        if len(latest) <= SMALL_WRITE:
+            values = ", ".join(["(%s, %s, %s)"] * len(latest))
+            params = [item for node_id, data in latest.items() for item in (node_id, data, stamp)]
+            with connection(self.pool) as conn:
+                conn.execute(_INSERT_VALUES.format(values=values), params, prepare=True)
+            return len(latest)
+        with transaction(self.pool) as conn:
+            conn.execute(_STAGE)
+            with conn.cursor() as cursor, cursor.copy(_COPY) as copy:
+                for row in latest.items():
+                    copy.write_row(row)
+            conn.execute(_UPSERT, {"now": stamp}, prepare=True)
         return len(latest)
 
     def set_many(self, documents: Mapping[str, Any], *, now: datetime | None = None) -> int:
         """Upsert `{node_id: main document}` in one statement."""
         return self.set_many_encoded(
             (
-                (node_id, encode_blob(doc, level=self.compression_level))
+                (node_id, encode_blob(doc, compression=self.compression))
                 for node_id, doc in documents.items()
             ),
             now=now,
@@ -134,7 +175,7 @@ class NodeStore:
 
     def set(self, node_id: str, document: Any, subkeys: Mapping[str, Any] | None = None) -> None:
         self.set_many_encoded(
-            [(node_id, encode_blob(document, subkeys, level=self.compression_level))]
+            [(node_id, encode_blob(document, subkeys, compression=self.compression))]
         )
 
     def get(self, node_id: str, subkey: str | None = None) -> Any:

@@ -51,7 +51,7 @@ from consumer.storage.models import (
     Release,
     ReleaseRequest,
 )
-from consumer.storage.nodestore import NodeStore
+from consumer.storage.nodestore import Compression, NodeStore
 from consumer.storage.pool import connection, create_pool
 from consumer.storage.project_options import ProjectOptions
 from consumer.storage.redis_cache import RedisCache
@@ -86,7 +86,10 @@ class Storage:
         self.pool = pool
         self.redis = redis
         self.nodestore = NodeStore(
-            pool, compression_level=settings.worker.nodestore_compression_level
+            pool,
+            compression=Compression(
+                settings.worker.nodestore_compressor, settings.worker.nodestore_compression_level
+            ),
         )
         r = settings.redis
         self.project_cache = ModelCache(PROJECT, redis, pool, r.model_cache_ttl)

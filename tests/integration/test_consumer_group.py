@@ -293,3 +293,43 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
 
 
 __all__ = ["nodestore_documents"]
+
+
+def test_events_of_an_unknown_project_are_replayed_once_it_exists(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    """Events for a project that does not exist yet are dead-lettered as `unknown_project`; once
+    the project is created, `dlq replay` (default selection) puts them back and they are saved."""
+    org_id, project_id = make_project(db, unique)
+    topic = create_topic(settings.kafka.topic, 2)
+    create_topic(settings.kafka.dlq_topic, 1)
+    missing_project = 900_000 + int(unique[:4], 16)
+    known = produce_events(producer, topic, capture_events(40, seed=17), [project_id])
+    orphans = produce_events(
+        producer, topic, capture_events(25, seed=18), [missing_project], seed=2
+    )
+    settings = _with(settings, "worker", exit_when_idle=2.0)
+
+    assert Worker(settings).run() == 0
+    assert _saved_count(db, known) == len(known)
+    assert _saved_count(db, orphans) == 0
+    letters = read_topic(settings, settings.kafka.dlq_topic, expected=len(orphans))
+    assert len(letters) == len(orphans)
+    assert {dict(letter.headers())["reason"] for letter in letters} == {b"unknown_project"}
+
+    from consumer.storage.admin import create_project
+
+    create_project(db, org_id, f"late-{unique}", project_id=missing_project)
+    report = replay(settings)
+    assert (report.read, report.replayed) == (len(orphans), len(orphans))
+    assert Worker(settings).run() == 0
+
+    assert _saved_count(db, orphans) == len(orphans)
+    assert committed_offsets(settings, topic, settings.kafka.group_id) == end_offsets(
+        settings, topic
+    )
+    assert replay(settings).replayed == 0, "a dead letter was replayed twice"

@@ -5,7 +5,16 @@ import hashlib
 import json
 import zlib
 
-from consumer.storage.nodestore import decode_blob, encode_blob, event_node_id, occurrence_node_id
+import orjson
+
+from consumer.storage.nodestore import (
+    ZLIB_DEFAULT,
+    Compression,
+    decode_blob,
+    encode_blob,
+    event_node_id,
+    occurrence_node_id,
+)
 
 
 def test_node_ids_are_sentrys() -> None:
@@ -42,3 +51,16 @@ def test_reads_a_blob_written_the_way_sentry_writes_it() -> None:
 def test_a_pickled_blob_is_never_unpickled() -> None:
     data = base64.b64encode(zlib.compress(b"\x80\x04\x95...")).decode()
     assert decode_blob(data) == ({}, {})
+
+
+def test_every_compression_writes_what_zlib_reads() -> None:
+    document = {"message": "x" * 3000, "tags": [["a", "b"]] * 50}
+    for compression in (
+        Compression(),
+        Compression("isal", 0),
+        Compression("isal", 3),
+        ZLIB_DEFAULT,
+    ):
+        data = encode_blob(document, compression=compression)
+        assert orjson.loads(zlib.decompress(base64.b64decode(data))) == document
+    assert Compression() == Compression("isal", 1)

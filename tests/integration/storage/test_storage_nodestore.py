@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from consumer.loadgen.sdk import capture_events
-from consumer.storage.nodestore import encode_blob, event_node_id
+from consumer.storage.nodestore import SMALL_WRITE, encode_blob, event_node_id
 from consumer.storage.store import Storage
 from tests.integration.storage.conftest import StatementCounter
 
@@ -43,7 +43,10 @@ def test_ten_thousand_events_round_trip(
     with statements.measure() as sent:
         written = storage.nodestore.set_many_encoded(nodes)
     assert written == EVENTS
-    assert len(sent) == 1
+    # Staging table, COPY (not an execute(), so not counted here), one upsert: 10,000 events.
+    assert len(sent) == 2
+    assert sent[0].startswith("CREATE TEMP TABLE IF NOT EXISTS nodestore_incoming")
+    assert "INSERT INTO nodestore_node" in sent[1]
 
     with statements.measure() as sent:
         read = storage.nodestore.get_multi(list(documents))
@@ -103,6 +106,26 @@ def test_writes_are_upserts_stamped_with_the_write_time(
     storage.nodestore.set(node_id, {"v": 4}, {"unprocessed": {"raw": 1}})
     assert storage.nodestore.get(node_id) == {"v": 4}
     assert storage.nodestore.get(node_id, subkey="unprocessed") == {"raw": 1}
+
+
+@pytest.mark.parametrize("rows", [1, SMALL_WRITE, SMALL_WRITE + 1, 300])
+def test_small_and_large_writes_upsert_alike(
+    storage: Storage, statements: StatementCounter, db: psycopg.Connection[Any], rows: int
+) -> None:
+    """A few rows take one INSERT ... VALUES; more take the staged COPY; both are upserts."""
+    ids = [event_node_id(7, uuid.uuid4().hex) for _ in range(rows)]
+    storage.nodestore.set_many({node_id: {"v": 1} for node_id in ids})
+    with statements.measure() as sent:
+        written = storage.nodestore.set_many_encoded(
+            [(node_id, encode_blob({"v": 2})) for node_id in ids]
+        )
+    assert written == rows
+    assert len(sent) == (
+        1 if rows <= SMALL_WRITE else 2
+    )  # the COPY of the large path is not counted
+    assert storage.nodestore.get_multi(ids) == {node_id: {"v": 2} for node_id in ids}
+    count = db.execute("SELECT count(*) FROM nodestore_node WHERE id = ANY(%s)", (ids,)).fetchone()
+    assert count == (rows,)
 
 
 def test_delete_and_cleanup(storage: Storage, db: psycopg.Connection[Any]) -> None:

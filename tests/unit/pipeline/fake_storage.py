@@ -21,14 +21,14 @@ from consumer.storage.models import (
     Release,
     ReleaseRequest,
 )
-from consumer.storage.nodestore import decode_blob
+from consumer.storage.nodestore import Compression, decode_blob
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @dataclass
 class FakeNodeStore:
-    compression_level: int = 6
+    compression: Compression = field(default_factory=Compression)
     rows: dict[str, str] = field(default_factory=dict)
     fail_next: int = 0  # raise this many times before writing (to test retries)
 

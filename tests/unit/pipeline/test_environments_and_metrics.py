@@ -18,7 +18,7 @@ from consumer.pipeline.environments import (
 from consumer.pipeline.event_metrics import apply_event_metrics
 from consumer.pipeline.nodes import encode_nodes
 from consumer.pipeline.toplevel import pull_out
-from consumer.storage.nodestore import decode_blob
+from consumer.storage.nodestore import Compression, decode_blob
 from tests.unit.pipeline.builders import job
 from tests.unit.pipeline.fake_storage import FakeStorage
 
@@ -72,7 +72,7 @@ def test_bytes_stored_event_counts_characters_before_itself(data: dict[str, Any]
     assert made.event_metrics is event_metrics
     assert event_metrics["bytes.stored.event"] == len(orjson.dumps(measured).decode())
     # and the stored document is exactly the event, whichever way it was encoded
-    encode_nodes([made], 1717236000.123456, 6)
+    encode_nodes([made], 1717236000.123456, Compression())
     assert made.nodes is not None
     stored = decode_blob(made.nodes[0][1])[0]
     assert stored == made.data

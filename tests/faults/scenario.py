@@ -103,7 +103,14 @@ class Scenario:
         created = admin.create_topics(
             [
                 NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1),
-                NewTopic(scenario.dlq_topic, num_partitions=1, replication_factor=1),
+                # The broker stamps each dead letter when it appends it: the verdict's time
+                # of the dead letter is when it became durable, not when it was produced.
+                NewTopic(
+                    scenario.dlq_topic,
+                    num_partitions=1,
+                    replication_factor=1,
+                    config={"message.timestamp.type": "LogAppendTime"},
+                ),
             ]
         )
         for future in created.values():

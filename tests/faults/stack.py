@@ -171,6 +171,12 @@ def start_stack() -> tuple[FaultStack, Path]:
     )
     try:
         stack.up()
+        # Commit timestamps let the verdict date every nodestore write by its commit, the
+        # moment it became durable (the `timestamp` column is taken before the statement).
+        with psycopg.connect(stack.database_server_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+        stack.stop("postgres")
+        stack.start("postgres")
     except BaseException:
         stop_stack(stack, folder)
         raise

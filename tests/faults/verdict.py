@@ -8,8 +8,9 @@
   naming it, and an acceptable reason; no other message is;
 * skipped messages are neither saved nor dead-lettered;
 * at every sampled moment, every message below the group's committed offset had been written
-  (the nodestore `timestamp` is the write time), dead-lettered (the dead letter's broker
-  timestamp) or was one to skip; finally the committed offsets are the end offsets.
+  (the commit time of the transaction that wrote its nodestore rows), dead-lettered (the time
+  the broker appended the dead letter) or was one to skip; finally the committed offsets are
+  the end offsets.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
 
 from consumer.storage.nodestore import decode_blob
 from tests.faults.expect import FieldOracle, Rows, content_mismatches, expected_rows
@@ -37,7 +38,7 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
-    at: float  # broker (create) timestamp, seconds
+    at: float  # when the broker appended it (LogAppendTime), seconds
 
 
 @dataclass
@@ -67,8 +68,9 @@ class Verdict:
         return f"max {max(self.recovery):.1f}s ({len(self.recovery)} faults)"
 
 
-def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
-    """Every message on the dead-letter topic, from the start to the current end."""
+def read_dead_letters(bootstrap: str, topic: str, *, append_time: bool = False) -> list[DeadLetter]:
+    """Every message on the dead-letter topic, from the start to the current end;
+    `append_time`: insist that the topic stamps messages when the broker appends them."""
     client = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -102,9 +104,10 @@ def read_dead_letters(bootstrap: str, topic: str) -> list[DeadLetter]:
             raw_headers = message.headers() or []
             pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
             headers = {name: _text(value) for name, value in pairs}
-            letters.append(
-                DeadLetter(message.key(), message.value(), headers, message.timestamp()[1] / 1000)
-            )
+            kind, stamp = message.timestamp()
+            if append_time:
+                assert kind == TIMESTAMP_LOG_APPEND_TIME, f"{topic} must use LogAppendTime"
+            letters.append(DeadLetter(message.key(), message.value(), headers, stamp / 1000))
         return letters
     finally:
         client.close()
@@ -169,10 +172,12 @@ def judge(
 
     # ------------------------------------------------------------------ nodestore
     with psycopg.connect(database_url, autocommit=True) as conn:
-        nodes: dict[str, tuple[str, datetime]] = {
-            node_id: (data, stamp)
-            for node_id, data, stamp in conn.execute(
-                "SELECT id, data, timestamp FROM nodestore_node"
+        # A row's write time is the commit time of the transaction that wrote it
+        # (track_commit_timestamp is on in the private server): when it became durable.
+        nodes: dict[str, tuple[str, datetime | None]] = {
+            node_id: (data, committed)
+            for node_id, data, committed in conn.execute(
+                "SELECT id, data, pg_xact_commit_timestamp(xmin) FROM nodestore_node"
             ).fetchall()
         }
         node_rows = conn.execute("SELECT count(*) FROM nodestore_node").fetchone()
@@ -185,6 +190,7 @@ def judge(
     written_at: dict[tuple[int, int], float] = {}
     lost: list[Sent] = []
     wrong: list[str] = []
+    undated = 0
     for record in to_save:
         expected_nodes.update((record.event_node, record.occurrence_node))
         event_row = nodes.get(record.event_node)
@@ -192,13 +198,18 @@ def judge(
         if event_row is None or occurrence_row is None:
             lost.append(record)
             continue
-        written_at[(record.partition, record.offset)] = max(
-            event_row[1].timestamp(), occurrence_row[1].timestamp()
-        )
+        if event_row[1] is None or occurrence_row[1] is None:
+            undated += 1
+        else:
+            written_at[(record.partition, record.offset)] = max(
+                event_row[1].timestamp(), occurrence_row[1].timestamp()
+            )
         document, _ = decode_blob(event_row[0])
         occurrence, _ = decode_blob(occurrence_row[0])
         for problem in content_mismatches(record, document, occurrence, oracle):
             wrong.append(f"{record.kind} at {record.partition}/{record.offset}: {problem}")
+    if undated:
+        verdict.fail(f"{undated} saved messages without a commit timestamp to audit them by")
     verdict.saved = len(to_save) - len(lost)
     if lost:
         sample = ", ".join(f"{r.kind}@{r.partition}/{r.offset}" for r in lost[:5])
@@ -230,7 +241,7 @@ def judge(
             verdict.fail(f"{table}: missing {missing}, unexpected {extra}")
 
     # ------------------------------------------------------------------ dead letters
-    letters = read_dead_letters(bootstrap, dlq_topic)
+    letters = read_dead_letters(bootstrap, dlq_topic, append_time=True)
     lettered_at: dict[tuple[int, int], float] = {}
     copies: Counter[tuple[int, int]] = Counter()
     for letter in letters:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.faults import report
 from tests.faults.expect import FieldOracle
-from tests.faults.scenario import events_per_scenario
+from tests.faults.scenario import SEED, events_per_scenario
 from tests.faults.stack import FaultStack, start_stack, stop_stack
 from tests.faults.verdict import Verdict
 
@@ -62,6 +62,6 @@ def record_verdict() -> Iterator[list[Verdict]]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _verdicts:
         return
-    document = report.write(_verdicts, events_per_scenario(), time.monotonic() - _started)
+    document = report.write(_verdicts, events_per_scenario(), SEED, time.monotonic() - _started)
     terminalreporter.write_sep("=", "fault injection")
     terminalreporter.write_line(document)

@@ -44,7 +44,7 @@ def table(verdicts: Sequence[Verdict]) -> str:
     return "\n".join(lines)
 
 
-def write(verdicts: Sequence[Verdict], events: int, wall: float) -> str:
+def write(verdicts: Sequence[Verdict], events: int, seed: int, wall: float) -> str:
     """Write the table (with each scenario's fault log and problems) and return the table."""
     text = table(verdicts)
     details = []
@@ -56,11 +56,8 @@ def write(verdicts: Sequence[Verdict], events: int, wall: float) -> str:
         details.extend(f"  PROBLEM: {problem}" for problem in v.problems)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     document = (
-        f"fault suite {stamp}: FAULTS_EVENTS={events} per scenario, wall {wall:.0f}s\n\n"
-        + text
-        + "\n"
-        + "\n".join(details)
-        + "\n"
+        f"fault suite {stamp}: FAULTS_EVENTS={events} per scenario, FAULTS_SEED={seed}, "
+        f"wall {wall:.0f}s\n\n" + text + "\n" + "\n".join(details) + "\n"
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "faults-latest.txt").write_text(document)

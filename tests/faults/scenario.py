@@ -42,6 +42,11 @@ WORKER_ENV = {
 }
 
 
+# Seed of the random fault moments and traffic: `FAULTS_SEED`, else one per run, written in the
+# report so a failing run can be repeated.
+SEED = int(os.environ.get("FAULTS_SEED", str(int(time.time()) % 100_000)))
+
+
 def events_per_scenario() -> int:
     """The size knob: `FAULTS_EVENTS` messages per scenario (`make faults` sets 50000)."""
     return int(os.environ.get("FAULTS_EVENTS", "1000"))

@@ -26,7 +26,7 @@ import redis
 from scripts.services import ROOT
 from tests.faults.corpus import KINDS, Context, corpus
 from tests.faults.expect import FieldOracle
-from tests.faults.scenario import Scenario, events_per_scenario
+from tests.faults.scenario import SEED, Scenario, events_per_scenario
 from tests.faults.stack import FaultStack
 from tests.faults.traffic import Occurrences, Sent, mix
 from tests.faults.verdict import Verdict
@@ -34,8 +34,6 @@ from tests.faults.verdict import Verdict
 EVENTS = events_per_scenario()
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300 + EVENTS // 40)]
 
-# Seed of the random fault moments and traffic; printed so a failing run can be repeated.
-SEED = int(os.environ.get("FAULTS_SEED", str(int(time.time()) % 100_000)))
 # Kinds of bad message mixed into every scenario (the full corpus is scenario 5's).
 LIGHT_KINDS = [kind for kind in KINDS if kind.name != "message_too_large"]
 
@@ -102,18 +100,24 @@ def conclude(
 def test_worker_killed_at_random_moments(
     scenario_factory: Callable[..., Scenario], oracle: FieldOracle, record_verdict: list[Verdict]
 ) -> None:
-    """SIGKILL the worker five times at random moments (mostly while it works through the
-    backlog its restart left), restarting it each time."""
+    """SIGKILL the worker five times at random moments (four while it works through the backlog
+    its restart left, one while it starts), restarting it each time."""
     rng = random.Random(SEED + 1)
     scenario = scenario_factory("worker_sigkill")
     records = traffic(scenario, EVENTS, rng)
     worker = scenario.spawn()
     scenario.feed.start(records, seconds=stream_seconds(60))
     for kill in range(5):
-        scenario.wait_for_commit_after(worker.started_at)
-        time.sleep(rng.uniform(0.0, 1.5))
+        if kill == 2:
+            # Once while it starts: loading, joining the group, its first batch.
+            time.sleep(rng.uniform(0.5, 3.0))
+            moment = "while starting"
+        else:
+            scenario.wait_for_commit_after(worker.started_at)
+            time.sleep(rng.uniform(0.0, 1.5))
+            moment = "while working"
         worker.kill()
-        scenario.fault(f"SIGKILL worker ({kill + 1} of 5)")
+        scenario.fault(f"SIGKILL worker ({kill + 1} of 5, {moment})")
         worker = scenario.spawn()
     conclude(scenario, records, oracle, record_verdict)
 

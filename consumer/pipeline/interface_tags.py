@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.pipeline.contexts import context_tags
 from consumer.pipeline.interfaces import event_interfaces
-from consumer.pipeline.tags import set_tag
 
 if TYPE_CHECKING:
     from consumer.pipeline.job import Job
@@ -43,7 +42,10 @@ def interface_tags(data: dict[str, Any], interfaces: Sequence[str]) -> Iterator[
 def apply_interface_tags(jobs: Sequence[Job]) -> None:
     for job in jobs:
         data = job.data
-        if job.interfaces is None:
-            job.interfaces = event_interfaces(data)
-        for key, value in interface_tags(data, job.interfaces):
-            set_tag(data, key, value)
+        interfaces = job.interfaces
+        if interfaces is None:
+            interfaces = job.interfaces = event_interfaces(data)
+        tags = job.tags
+        assert tags is not None  # pulled out
+        for key, value in interface_tags(data, interfaces):
+            tags.set(key, value)

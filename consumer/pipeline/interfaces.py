@@ -14,6 +14,7 @@ they read and change nothing.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 # Sentry's registered interfaces and their scores (`SENTRY_INTERFACES`, each class's `score`).
@@ -92,10 +93,34 @@ MECHANISM_FIELDS = (
 )
 
 
+# Per kind of target, the fields to add for each key sequence seen (events from one SDK repeat
+# the same few shapes, and a frame has up to 25 fields to check): one lookup instead of a check
+# per field. Bounded: cleared when full.
+_MISSING_BY_SHAPE: dict[tuple[str, ...], dict[tuple[str, ...], dict[str, None]]] = {
+    REQUEST_FIELDS: {},
+    SDK_FIELDS: {},
+    FRAME_FIELDS: {},
+    MECHANISM_FIELDS: {},
+}
+_MAX_SHAPES = 1024
+
+
+def _missing(fields: tuple[str, ...], shape: tuple[str, ...]) -> dict[str, None]:
+    """The fields absent from a target whose keys are `shape`, in `fields` order, as None."""
+    known = _MISSING_BY_SHAPE[fields]
+    missing = known.get(shape)
+    if missing is None:
+        if len(known) >= _MAX_SHAPES:
+            known.clear()
+        missing = known[shape] = dict.fromkeys([name for name in fields if name not in shape])
+    return missing
+
+
 def _fill(target: dict[str, Any], fields: tuple[str, ...]) -> None:
-    for name in fields:
-        if name not in target:
-            target[name] = None
+    """Add each of `fields` that `target` lacks, as None, in `fields` order."""
+    missing = _missing(fields, tuple(target))
+    if missing:
+        target.update(missing)
 
 
 # Each builder returns whether Sentry would keep the interface: False where its construction
@@ -121,11 +146,17 @@ def _sdk(value: Any) -> bool:
 def _stacktrace(value: Any) -> bool:
     if type(value) is not dict:
         return False
+    known = _MISSING_BY_SHAPE[FRAME_FIELDS]
     for frame in value.get("frames") or ():
         if frame:
             if type(frame) is not dict:
                 return False  # Sentry fails here, after filling the frames before it
-            _fill(frame, FRAME_FIELDS)
+            shape = tuple(frame)
+            missing = known.get(shape)
+            if missing is None:
+                missing = _missing(FRAME_FIELDS, shape)
+            if missing:
+                frame.update(missing)
     return True
 
 
@@ -183,8 +214,7 @@ _BUILDERS = {
 }
 
 
-def _score(item: tuple[int, str]) -> int:
-    return item[0]
+_score = operator.itemgetter(0)
 
 
 def event_interfaces(data: dict[str, Any]) -> tuple[str, ...]:

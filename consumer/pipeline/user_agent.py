@@ -43,6 +43,11 @@ _HEADER_NAMES = (
     "SEC-CH-UA-Platform-Version",
 )
 _NO_INFO = (None, None, None, None, None)
+# Header names as events spell them -> their slot (None: a header Relay does not read), so a name
+# is lower-cased once, not once per event. Bounded: cleared when full.
+_SLOT_BY_NAME: dict[str, int | None] = {}
+_MAX_HEADER_NAMES = 4096
+_UNSEEN: Any = object()
 
 UserAgentInfo = tuple[str | None, str | None, str | None, str | None, str | None]
 # (browser, device, os) contexts as Relay produces them; None where it produces none.
@@ -50,6 +55,14 @@ DerivedContexts = tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, 
 
 # How often the hit and miss counts go to Prometheus (per lookup would cost a microsecond each).
 _FLUSH_EVERY = 256
+
+
+def _header_slot(name: str) -> int | None:
+    slot = _HEADER_SLOTS.get(name.lower())
+    if len(_SLOT_BY_NAME) >= _MAX_HEADER_NAMES:
+        _SLOT_BY_NAME.clear()
+    _SLOT_BY_NAME[name] = slot
+    return slot
 
 
 def user_agent_info(event: dict[str, Any]) -> UserAgentInfo | None:
@@ -67,7 +80,9 @@ def user_agent_info(event: dict[str, Any]) -> UserAgentInfo | None:
         name = pair[0]
         if not isinstance(name, str):
             continue
-        slot = _HEADER_SLOTS.get(name.lower())
+        slot = _SLOT_BY_NAME.get(name, _UNSEEN)
+        if slot is _UNSEEN:
+            slot = _header_slot(name)
         if slot is None:
             continue
         if info is None:
@@ -82,7 +97,7 @@ def user_agent_info(event: dict[str, Any]) -> UserAgentInfo | None:
 def mergeable(event: dict[str, Any]) -> bool:
     """Whether `UserAgentContexts.apply` can complete this normalized event: it has no request
     headers, or a contexts map to add to."""
-    return user_agent_info(event) is None or isinstance(event.get("contexts"), dict)
+    return isinstance(event.get("contexts"), dict) or user_agent_info(event) is None
 
 
 def probe_event(info: UserAgentInfo) -> dict[str, Any]:

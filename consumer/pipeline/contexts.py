@@ -67,8 +67,6 @@ def _format(compiled: Compiled, context: dict[str, Any]) -> str | None:
     first = context.get(first_field)
     if first is None:
         return None
-    if not rest:
-        return (first if type(first) is str else _render(first)).strip()
     parts = [_render(first)]
     for text, field in rest:
         value = context.get(field)
@@ -90,7 +88,16 @@ def context_tags(contexts: dict[str, Any]) -> list[tuple[str, str]]:
         if not mappings:
             continue
         for suffix, compiled in mappings:
-            value = _format(compiled, context)
+            first_field, rest = compiled
+            if rest:
+                value = _format(compiled, context)
+            else:  # one field, the usual mapping: formatted here
+                first = context.get(first_field)
+                if first is None:
+                    continue
+                if type(first) is not str:
+                    first = _render(first)
+                value = first.strip()
             if value:
                 found.append((f"{alias}.{suffix}" if suffix else alias, value))
     return found

@@ -47,5 +47,4 @@ def apply_interface_tags(jobs: Sequence[Job]) -> None:
             interfaces = job.interfaces = event_interfaces(data)
         tags = job.tags
         assert tags is not None  # pulled out
-        for key, value in interface_tags(data, interfaces):
-            tags.set(key, value)
+        tags.set_many(interface_tags(data, interfaces))

@@ -15,6 +15,7 @@ they read and change nothing.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import Any
 
 # Sentry's registered interfaces and their scores (`SENTRY_INTERFACES`, each class's `score`).
@@ -212,8 +213,11 @@ _BUILDERS = {
     "exception": _exception,
     "contexts": _contexts,
 }
-
-
+# Every interface key with its score and builder (None: kept when it is an object), so that
+# each key of the event costs one lookup.
+_INTERFACES: dict[str, tuple[int, Callable[[Any], bool] | None]] = {
+    key: (score, _BUILDERS.get(key)) for key, score in INTERFACE_SCORES.items()
+}
 _score = operator.itemgetter(0)
 
 
@@ -221,11 +225,12 @@ def event_interfaces(data: dict[str, Any]) -> tuple[str, ...]:
     """The keys of the event's interfaces, highest score first (ties in the event's key order),
     after applying Sentry's side effects on the event. Call once per event."""
     found: list[tuple[int, str]] = []
+    interface_of = _INTERFACES.get
     for key, value in data.items():
-        score = INTERFACE_SCORES.get(key)
-        if score is None or value is None:
+        interface = interface_of(key)
+        if interface is None or value is None:
             continue
-        builder = _BUILDERS.get(key)
+        score, builder = interface
         if builder is None:
             if type(value) is not dict:
                 continue

@@ -11,6 +11,7 @@ and only a key already present costs a pass over it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 MAX_TAG_VALUE_LENGTH = 200
@@ -52,6 +53,30 @@ class EventTags:
                 value = truncatechars(value, MAX_TAG_VALUE_LENGTH)
             self.pairs.append([key, value])
             self.keys.add(key)
+
+    def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """`set` of each (key, value) in turn: the last value of each key counts, in the order
+        of those last values."""
+        latest: dict[str, Any] = {}
+        for key, value in items:
+            latest.pop(key, None)  # a key set again moves after the keys set since
+            latest[key] = value
+        self.update(latest)
+
+    def update(self, values: dict[str, Any]) -> None:
+        """`set` of each key of `values` in its order, with one pass over the list for all the
+        keys it already has."""
+        keys = self.keys
+        if not keys.isdisjoint(values):
+            self.pairs[:] = [pair for pair in self.pairs if pair is None or pair[0] not in values]
+            keys.difference_update(values)
+        append = self.pairs.append
+        for key, value in values.items():
+            if value is not None:
+                if type(value) is str and len(value) > MAX_TAG_VALUE_LENGTH:
+                    value = truncatechars(value, MAX_TAG_VALUE_LENGTH)
+                append([key, value])
+                keys.add(key)
 
     def pop(self, key: str) -> None:
         """Remove every pair of `key` (None entries stay)."""

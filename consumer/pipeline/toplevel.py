@@ -45,12 +45,13 @@ def pull_out(job: Job) -> None:
     if pairs is None:
         pairs = data["tags"] = []
     job.tags = tags = EventTags(pairs)
-    tags.set("level", level)
+    changes = {"level": level}
     if logger_name:
-        tags.set("logger", logger_name)
+        changes["logger"] = logger_name
     if environment:
-        tags.set("environment", environment)
+        changes["environment"] = environment
     if transaction:
-        tags.set("transaction", transaction)
+        changes["transaction"] = transaction
+    tags.update(changes)
     # What EventManager.save sets before calling save_generic_events (Relay set it already).
     data["project"] = job.project_id

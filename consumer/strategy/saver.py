@@ -120,9 +120,16 @@ class BatchSaver:
         dead = [letter.reason for letter in letters] + [
             reason for reason, _ in result.rejected.values()
         ]
-        for reason, count in _count(dead).items():
+        dead_counts = _count(dead)
+        for reason, count in dead_counts.items():
             metrics.count_messages("dead_lettered", reason, count)
             metrics.DEAD_LETTERS.labels(reason).inc(count)
+        if dead_counts:  # one line per batch with problems, never one per message
+            logger.warning(
+                "%d of %d messages dead-lettered to %s: %s",
+                len(dead), len(batch), self.dead_letters.topic,
+                ", ".join(f"{reason}={count}" for reason, count in sorted(dead_counts.items())),
+            )  # fmt: skip
         saved = len(jobs) - len(result.skipped) - len(result.rejected)
         metrics.count_messages("saved", "", saved)
         metrics.BATCH_SIZE.observe(len(batch))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -98,3 +99,69 @@ def read_topic(settings: Settings, topic: str, expected: int, timeout: float = 3
     finally:
         client.close()
     return messages
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment for a `consumer` subprocess talking to the test's services."""
+    import os
+
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "DATABASE_URL": settings.database.url.reveal(),
+        "REDIS_URL": settings.redis.url.reveal(),
+        "CONSUMER_REDIS_KEY_PREFIX": settings.redis.key_prefix,
+    }
+
+
+def start_worker(
+    settings: Settings, *flags: str, topic: str | None = None
+) -> subprocess.Popen[str]:
+    """`consumer run` as a subprocess on the test's topic, group and dead-letter topic."""
+    import os
+    import sys
+
+    command = [sys.executable, "-m", "consumer", "--config", os.devnull, "run"]
+    command += ["--topic", topic or settings.kafka.topic, "--dlq-topic", settings.kafka.dlq_topic]
+    command += ["--group", settings.kafka.group_id, *flags]
+    return subprocess.Popen(
+        command,
+        env=worker_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    """(HTTP status, body) of a GET on the worker's endpoint; (0, "") when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -5,13 +5,9 @@ their replay, and several processes behind one supervisor."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,11 +26,14 @@ from consumer.strategy.saver import Saver
 from consumer.worker import Worker, committed_offsets
 from tests.integration.helpers import (
     end_offsets,
+    free_port,
     make_project,
-    nodestore_documents,
     produce_events,
     produce_raw,
     read_topic,
+    scrape,
+    start_worker,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -94,7 +93,7 @@ def test_two_workers_split_the_partitions_and_one_leaving_loses_nothing(
         threading.Thread(target=lambda: codes.__setitem__("second", second.run())),
     ]
     threads[0].start()
-    _wait_for(lambda: first.factory is not None and len(first.factory.assignments) >= 1, 30)
+    wait_for(lambda: first.factory is not None and len(first.factory.assignments) >= 1, 30)
     threads[1].start()
 
     def split() -> bool:
@@ -103,7 +102,7 @@ def test_two_workers_split_the_partitions_and_one_leaving_loses_nothing(
         mine, theirs = first.factory.assignments[-1], second.factory.assignments[-1]
         return bool(mine) and bool(theirs) and not (mine & theirs) and len(mine | theirs) == 4
 
-    _wait_for(split, 60)
+    wait_for(split, 60)
     assert first.factory is not None and second.factory is not None
     mid_stream = _saved_count(db, sent)
     assert mid_stream < len(sent), "the stream was over before the second worker joined"
@@ -111,7 +110,7 @@ def test_two_workers_split_the_partitions_and_one_leaving_loses_nothing(
     first.stop()  # the first member leaves mid-stream; the second must take over its partitions
     threads[0].join(60)
     assert codes.get("first") == 0
-    _wait_for(lambda: second.factory is not None and len(second.factory.assignments[-1]) == 4, 60)
+    wait_for(lambda: second.factory is not None and len(second.factory.assignments[-1]) == 4, 60)
     threads[1].join(120)
     assert codes.get("second") == 0
 
@@ -209,43 +208,14 @@ def test_several_processes_behind_one_supervisor(
     _org, project_id = make_project(db, unique)
     topic = create_topic(settings.kafka.topic, 4)
     sent = produce_events(producer, topic, capture_events(800, seed=13), [project_id])
-    port = _free_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "DATABASE_URL": settings.database.url.reveal(),
-        "REDIS_URL": settings.redis.url.reveal(),
-        "CONSUMER_REDIS_KEY_PREFIX": settings.redis.key_prefix,
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "consumer",
-            "--config",
-            os.devnull,
-            "run",
-            "--processes",
-            "2",
-            "--topic",
-            topic,
-            "--group",
-            settings.kafka.group_id,
-            "--dlq-topic",
-            settings.kafka.dlq_topic,
-            "--metrics-port",
-            str(port),
-            "--batch-size",
-            "50",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    port = free_port()
+    process = start_worker(
+        settings, "--processes", "2", "--metrics-port", str(port), "--batch-size", "50", topic=topic
     )
     try:
-        _wait_for(lambda: _saved_count(db, sent) == len(sent), 120)
-        _wait_for(lambda: _scrape(port, "/healthz")[0] == 200, 30)
-        body = _scrape(port, "/metrics")[1]
+        wait_for(lambda: _saved_count(db, sent) == len(sent), 120)
+        wait_for(lambda: scrape(port, "/healthz")[0] == 200, 30)
+        body = scrape(port, "/metrics")[1]
         saved = sum(
             float(line.rsplit(" ", 1)[1])
             for line in body.splitlines()
@@ -254,7 +224,7 @@ def test_several_processes_behind_one_supervisor(
         assert saved == len(sent)
         assert "consumer_up 2.0" in body
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=60)[0].decode()
+        output = process.communicate(timeout=60)[0]
     finally:
         if process.poll() is None:
             process.kill()
@@ -263,36 +233,6 @@ def test_several_processes_behind_one_supervisor(
     assert committed_offsets(settings, topic, settings.kafka.group_id) == end_offsets(
         settings, topic
     )
-
-
-def _scrape(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-    except OSError:
-        return 0, ""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-__all__ = ["nodestore_documents"]
 
 
 def test_events_of_an_unknown_project_are_replayed_once_it_exists(

@@ -5,10 +5,6 @@ partition, event age, and arroyo's own metrics."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -22,17 +18,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.loadgen.sdk import capture_events
 from consumer.settings import Settings
-from tests.integration.helpers import end_offsets, make_project, produce_events, produce_raw
+from tests.integration.helpers import (
+    end_offsets,
+    free_port,
+    make_project,
+    produce_events,
+    produce_raw,
+    start_worker,
+)
 
 pytestmark = pytest.mark.integration
 
 GOOD = 300
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
@@ -87,20 +84,17 @@ def test_a_scrape_during_a_run_matches_what_was_sent(
         }
     )
     produce_raw(producer, topic, [status_change])
-    port = _free_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "DATABASE_URL": settings.database.url.reveal(),
-        "REDIS_URL": settings.redis.url.reveal(),
-        "CONSUMER_REDIS_KEY_PREFIX": settings.redis.key_prefix,
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "consumer", "--config", os.devnull, "run", "--topic", topic,
-         "--dlq-topic", settings.kafka.dlq_topic, "--group", settings.kafka.group_id,
-         "--metrics-port", str(port), "--batch-size", "100", "--exit-when-idle", "6"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    port = free_port()
+    worker = start_worker(
+        settings,
+        "--metrics-port",
+        str(port),
+        "--batch-size",
+        "100",
+        "--exit-when-idle",
+        "6",
+        topic=topic,
+    )
     ends = end_offsets(settings, topic)
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     try:

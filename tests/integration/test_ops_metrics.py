@@ -4,13 +4,8 @@ some bad messages so that the batch, step, nodestore and dead-letter series exis
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumer.loadgen.occurrences import BAD_KINDS, bad_message, build_occurrence
 from consumer.loadgen.sdk import capture_events
 from consumer.settings import Settings
-from tests.integration.helpers import make_project, produce_events, produce_raw
+from tests.integration.helpers import (
+    free_port,
+    make_project,
+    produce_events,
+    produce_raw,
+    scrape,
+    start_worker,
+)
 from tests.unit.test_ops_queries import used_metrics
 
 pytestmark = pytest.mark.integration
@@ -33,18 +35,9 @@ GOOD = 600
 NOT_YET_EXPORTED: dict[str, str] = {}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _scrape(port: int) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
+    status, text = scrape(port)
+    return text if status == 200 else None
 
 
 def _series(text: str) -> tuple[set[str], set[str], float]:
@@ -79,21 +72,17 @@ def test_every_metric_of_the_dashboard_and_alerts_is_exported(
     ]
     produce_raw(producer, topic, bad)
 
-    port = _free_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "DATABASE_URL": settings.database.url.reveal(),
-        "REDIS_URL": settings.redis.url.reveal(),
-        "CONSUMER_REDIS_KEY_PREFIX": settings.redis.key_prefix,
-    }
-    command = [sys.executable, "-m", "consumer", "--config", os.devnull, "run"]
-    command += ["--topic", topic, "--dlq-topic", settings.kafka.dlq_topic]
-    command += ["--group", settings.kafka.group_id, "--metrics-port", str(port)]
-    # Small batches so that saves overlap polling (arroyo's backpressure time appears).
-    command += ["--batch-size", "25", "--exit-when-idle", "8"]
-    worker = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    port = free_port()
+    # Small batches so that saves overlap polling.
+    worker = start_worker(
+        settings,
+        "--metrics-port",
+        str(port),
+        "--batch-size",
+        "25",
+        "--exit-when-idle",
+        "8",
+        topic=topic,
     )
     wanted = used_metrics()
     present: set[str] = set()

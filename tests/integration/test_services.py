@@ -16,14 +16,9 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from scripts.services import ROOT, ServiceError, Stack
+from tests.integration.helpers import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -38,10 +33,10 @@ def private_dir() -> Iterator[Path]:
 def test_a_private_stack_starts_is_killed_and_restarts(private_dir: Path) -> None:
     stack = Stack(
         cache=private_dir,
-        kafka_port=_free_port(),
-        controller_port=_free_port(),
-        pg_port=_free_port(),
-        redis_port=_free_port(),
+        kafka_port=free_port(),
+        controller_port=free_port(),
+        pg_port=free_port(),
+        redis_port=free_port(),
         kafka_libs=ROOT / ".cache" / "kafka" / "libs",
         quiet=True,
     )

@@ -68,6 +68,8 @@ class RecordingSaver:
 
 
 class RecordingDeadLetters:
+    topic = "occurrences-dlq"
+
     def __init__(self) -> None:
         self.letters: list[DeadLetter] = []
 

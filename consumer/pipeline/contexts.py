@@ -89,15 +89,23 @@ def context_tags(contexts: dict[str, Any]) -> list[tuple[str, str]]:
             continue
         for suffix, compiled in mappings:
             first_field, rest = compiled
-            if rest:
-                value = _format(compiled, context)
-            else:  # one field, the usual mapping: formatted here
-                first = context.get(first_field)
-                if first is None:
-                    continue
-                if type(first) is not str:
-                    first = _render(first)
+            first = context.get(first_field)
+            if first is None:
+                continue
+            if type(first) is not str:
+                first = _render(first)
+            if not rest:  # the usual mappings, one field or two, formatted here
                 value = first.strip()
+            elif len(rest) == 1:
+                text, second_field = rest[0]
+                second = context.get(second_field)
+                if second is None:
+                    continue
+                if type(second) is not str:
+                    second = _render(second)
+                value = f"{first}{text}{second}".strip()
+            else:
+                value = _format(compiled, context)
             if value:
                 found.append((f"{alias}.{suffix}" if suffix else alias, value))
     return found

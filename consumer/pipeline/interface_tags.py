@@ -31,12 +31,14 @@ def exception_tags(exception: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         yield ("handled", "yes" if handled else "no")
 
 
-def interface_tags(data: dict[str, Any], interfaces: Sequence[str]) -> Iterator[tuple[str, Any]]:
+def interface_tags(data: dict[str, Any], interfaces: Sequence[str]) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
     for key in interfaces:
         if key == "contexts":
-            yield from context_tags(data["contexts"])
+            found += context_tags(data["contexts"])
         elif key == "exception":
-            yield from exception_tags(data["exception"])
+            found += exception_tags(data["exception"])
+    return found
 
 
 def apply_interface_tags(jobs: Sequence[Job]) -> None:

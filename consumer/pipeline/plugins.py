@@ -147,7 +147,10 @@ def plugins_for_project(options: Mapping[str, Any]) -> tuple[TagPlugin, ...]:
 def apply_plugin_tags(jobs: Sequence[Job], options: Mapping[int, Mapping[str, Any]]) -> None:
     """`options` = every project's options (`{project_id: {key: value}}`), missing = none."""
     enabled = {
-        project_id: plugins_for_project(options.get(project_id, {}))
+        project_id: tuple(
+            (plugin.tag, plugin.values)
+            for plugin in plugins_for_project(options.get(project_id, {}))
+        )
         for project_id in {job.project_id for job in jobs}
     }
     for job in jobs:
@@ -157,12 +160,12 @@ def apply_plugin_tags(jobs: Sequence[Job], options: Mapping[int, Mapping[str, An
             interfaces = job.interfaces = event_interfaces(data)
         tags = job.tags
         assert tags is not None  # pulled out
-        for plugin in enabled[job.project_id]:
+        for tag, tag_values in enabled[job.project_id]:
             try:
-                values = plugin.values(data, interfaces)
+                values = tag_values(data, interfaces)
             except _PluginFailed:
                 continue  # Sentry's safe_execute: no tags from this plugin
             for value in values:
                 # Values too long for a tag are skipped, and a plugin never overrides a tag.
-                if len(value) <= MAX_TAG_VALUE_LENGTH and tags.get(plugin.tag) is None:
-                    tags.set(plugin.tag, value)
+                if len(value) <= MAX_TAG_VALUE_LENGTH and tags.get(tag) is None:
+                    tags.set(tag, value)

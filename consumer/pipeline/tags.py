@@ -11,7 +11,7 @@ and only a key already present costs a pass over it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 MAX_TAG_VALUE_LENGTH = 200
@@ -54,13 +54,15 @@ class EventTags:
             self.pairs.append([key, value])
             self.keys.add(key)
 
-    def set_many(self, items: Iterable[tuple[str, Any]]) -> None:
+    def set_many(self, items: Sequence[tuple[str, Any]]) -> None:
         """`set` of each (key, value) in turn: the last value of each key counts, in the order
         of those last values."""
-        latest: dict[str, Any] = {}
-        for key, value in items:
-            latest.pop(key, None)  # a key set again moves after the keys set since
-            latest[key] = value
+        latest = dict(items)
+        if len(latest) < len(items):  # a key set again moves after the keys set since
+            latest = {}
+            for key, value in items:
+                latest.pop(key, None)
+                latest[key] = value
         self.update(latest)
 
     def update(self, values: dict[str, Any]) -> None:

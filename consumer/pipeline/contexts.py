@@ -88,6 +88,7 @@ def context_tags(contexts: dict[str, Any]) -> list[tuple[str, str]]:
         if not mappings:
             continue
         for suffix, compiled in mappings:
+            value: str | None
             first_field, rest = compiled
             first = context.get(first_field)
             if first is None:

@@ -225,12 +225,12 @@ def event_interfaces(data: dict[str, Any]) -> tuple[str, ...]:
     """The keys of the event's interfaces, highest score first (ties in the event's key order),
     after applying Sentry's side effects on the event. Call once per event."""
     found: list[tuple[int, str]] = []
-    interface_of = _INTERFACES.get
-    for key, value in data.items():
-        interface = interface_of(key)
-        if interface is None or value is None:
+    # The event's keys are filtered in C: most of them are no interface.
+    for key in filter(_INTERFACES.__contains__, data):
+        value = data[key]
+        if value is None:
             continue
-        score, builder = interface
+        score, builder = _INTERFACES[key]
         if builder is None:
             if type(value) is not dict:
                 continue

@@ -47,12 +47,15 @@ class EventTags:
         if key in self.keys:
             self._remove(key)
         if value is not None:
-            if type(value) is str and len(value) > MAX_TAG_VALUE_LENGTH:
-                # Sentry's `trim(value, 200)`; every value set here is a string (its structural
-                # trim of containers is not needed)
-                value = truncatechars(value, MAX_TAG_VALUE_LENGTH)
-            self.pairs.append([key, value])
-            self.keys.add(key)
+            self._append(key, value)
+
+    def _append(self, key: str, value: Any) -> None:
+        if type(value) is str and len(value) > MAX_TAG_VALUE_LENGTH:
+            # Sentry's `trim(value, 200)`; every value set here is a string (its structural trim
+            # of containers is not needed)
+            value = truncatechars(value, MAX_TAG_VALUE_LENGTH)
+        self.pairs.append([key, value])
+        self.keys.add(key)
 
     def set_many(self, items: Sequence[tuple[str, Any]]) -> None:
         """`set` of each (key, value) in turn: the last value of each key counts, in the order
@@ -72,13 +75,9 @@ class EventTags:
         if not keys.isdisjoint(values):
             self.pairs[:] = [pair for pair in self.pairs if pair is None or pair[0] not in values]
             keys.difference_update(values)
-        append = self.pairs.append
         for key, value in values.items():
             if value is not None:
-                if type(value) is str and len(value) > MAX_TAG_VALUE_LENGTH:
-                    value = truncatechars(value, MAX_TAG_VALUE_LENGTH)
-                append([key, value])
-                keys.add(key)
+                self._append(key, value)
 
     def pop(self, key: str) -> None:
         """Remove every pair of `key` (None entries stay)."""

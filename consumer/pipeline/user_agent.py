@@ -44,7 +44,8 @@ _HEADER_NAMES = (
 )
 _NO_INFO = (None, None, None, None, None)
 # Header names as events spell them -> their slot (None: a header Relay does not read), so a name
-# is lower-cased once, not once per event. Bounded: cleared when full.
+# is lower-cased once, not once per event. Bounded: cleared when full. Shared by the threads that
+# call `user_agent_info`: each dict operation is atomic, and a race only computes a slot twice.
 _SLOT_BY_NAME: dict[str, int | None] = {}
 _MAX_HEADER_NAMES = 4096
 _UNSEEN: Any = object()

@@ -11,7 +11,6 @@ kept only when non-empty. Tags come out in context order, then mapping order.
 from __future__ import annotations
 
 import string
-from collections.abc import Iterator
 from typing import Any
 
 # type -> {tag suffix: format}; the order of each mapping is the order of the tags.
@@ -28,9 +27,10 @@ CONTEXT_TAG_FORMATS: dict[str, dict[str, str]] = {
     "otel": {},
 }
 
-# A format compiled once: the fields it names and the text between them (only formats of the
-# shape "{a}" or "{a}<text>{b}"... exist, with no text before the first field or after the last).
-Compiled = tuple[tuple[str, ...], tuple[str, ...]]
+# A format compiled once: its first field, then each further field with the text before it
+# (only formats of the shape "{a}" or "{a}<text>{b}"... exist, with no text before the first
+# field or after the last).
+Compiled = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def _compile(fmt: str) -> Compiled:
@@ -44,7 +44,7 @@ def _compile(fmt: str) -> Compiled:
         elif literal:
             raise ValueError(f"unsupported context tag format {fmt!r}")
         fields.append(field)
-    return tuple(fields), tuple(texts)
+    return fields[0], tuple(zip(texts, fields[1:], strict=True))
 
 
 _COMPILED: dict[str, tuple[tuple[str, Compiled], ...]] = {
@@ -63,14 +63,12 @@ def _render(value: Any) -> str:
 
 def _format(compiled: Compiled, context: dict[str, Any]) -> str | None:
     """None when a named field is missing or None (Sentry drops None fields, then KeyError)."""
-    fields, texts = compiled
-    first = context.get(fields[0])
+    first_field, rest = compiled
+    first = context.get(first_field)
     if first is None:
         return None
-    if not texts:
-        return _render(first).strip()
     parts = [_render(first)]
-    for text, field in zip(texts, fields[1:], strict=True):
+    for text, field in rest:
         value = context.get(field)
         if value is None:
             return None
@@ -79,8 +77,9 @@ def _format(compiled: Compiled, context: dict[str, Any]) -> str | None:
     return "".join(parts).strip()
 
 
-def context_tags(contexts: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def context_tags(contexts: dict[str, Any]) -> list[tuple[str, str]]:
     """(tag, value) pairs for every non-None context, in the contexts' order."""
+    found = []
     for alias, context in contexts.items():
         if context is None:
             continue
@@ -89,6 +88,25 @@ def context_tags(contexts: dict[str, Any]) -> Iterator[tuple[str, str]]:
         if not mappings:
             continue
         for suffix, compiled in mappings:
-            value = _format(compiled, context)
+            value: str | None
+            first_field, rest = compiled
+            first = context.get(first_field)
+            if first is None:
+                continue
+            if type(first) is not str:
+                first = _render(first)
+            if not rest:  # the usual mappings, one field or two, formatted here
+                value = first.strip()
+            elif len(rest) == 1:
+                text, second_field = rest[0]
+                second = context.get(second_field)
+                if second is None:
+                    continue
+                if type(second) is not str:
+                    second = _render(second)
+                value = f"{first}{text}{second}".strip()
+            else:
+                value = _format(compiled, context)
             if value:
-                yield (f"{alias}.{suffix}" if suffix else alias, value)
+                found.append((f"{alias}.{suffix}" if suffix else alias, value))
+    return found

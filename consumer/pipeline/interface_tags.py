@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.pipeline.contexts import context_tags
 from consumer.pipeline.interfaces import event_interfaces
-from consumer.pipeline.tags import set_tag
 
 if TYPE_CHECKING:
     from consumer.pipeline.job import Job
@@ -32,18 +31,22 @@ def exception_tags(exception: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         yield ("handled", "yes" if handled else "no")
 
 
-def interface_tags(data: dict[str, Any], interfaces: Sequence[str]) -> Iterator[tuple[str, Any]]:
+def interface_tags(data: dict[str, Any], interfaces: Sequence[str]) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
     for key in interfaces:
         if key == "contexts":
-            yield from context_tags(data["contexts"])
+            found += context_tags(data["contexts"])
         elif key == "exception":
-            yield from exception_tags(data["exception"])
+            found += exception_tags(data["exception"])
+    return found
 
 
 def apply_interface_tags(jobs: Sequence[Job]) -> None:
     for job in jobs:
         data = job.data
-        if job.interfaces is None:
-            job.interfaces = event_interfaces(data)
-        for key, value in interface_tags(data, job.interfaces):
-            set_tag(data, key, value)
+        interfaces = job.interfaces
+        if interfaces is None:
+            interfaces = job.interfaces = event_interfaces(data)
+        tags = job.tags
+        assert tags is not None  # pulled out
+        tags.set_many(interface_tags(data, interfaces))

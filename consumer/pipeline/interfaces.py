@@ -14,6 +14,8 @@ they read and change nothing.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from typing import Any
 
 # Sentry's registered interfaces and their scores (`SENTRY_INTERFACES`, each class's `score`).
@@ -92,10 +94,34 @@ MECHANISM_FIELDS = (
 )
 
 
+# Per kind of target, the fields to add for each key sequence seen (events from one SDK repeat
+# the same few shapes, and a frame has up to 25 fields to check): one lookup instead of a check
+# per field. Bounded: cleared when full.
+_MISSING_BY_SHAPE: dict[tuple[str, ...], dict[tuple[str, ...], dict[str, None]]] = {
+    REQUEST_FIELDS: {},
+    SDK_FIELDS: {},
+    FRAME_FIELDS: {},
+    MECHANISM_FIELDS: {},
+}
+_MAX_SHAPES = 1024
+
+
+def _missing(fields: tuple[str, ...], shape: tuple[str, ...]) -> dict[str, None]:
+    """The fields absent from a target whose keys are `shape`, in `fields` order, as None."""
+    known = _MISSING_BY_SHAPE[fields]
+    missing = known.get(shape)
+    if missing is None:
+        if len(known) >= _MAX_SHAPES:
+            known.clear()
+        missing = known[shape] = dict.fromkeys([name for name in fields if name not in shape])
+    return missing
+
+
 def _fill(target: dict[str, Any], fields: tuple[str, ...]) -> None:
-    for name in fields:
-        if name not in target:
-            target[name] = None
+    """Add each of `fields` that `target` lacks, as None, in `fields` order."""
+    missing = _missing(fields, tuple(target))
+    if missing:
+        target.update(missing)
 
 
 # Each builder returns whether Sentry would keep the interface: False where its construction
@@ -121,11 +147,17 @@ def _sdk(value: Any) -> bool:
 def _stacktrace(value: Any) -> bool:
     if type(value) is not dict:
         return False
+    known = _MISSING_BY_SHAPE[FRAME_FIELDS]
     for frame in value.get("frames") or ():
         if frame:
             if type(frame) is not dict:
                 return False  # Sentry fails here, after filling the frames before it
-            _fill(frame, FRAME_FIELDS)
+            shape = tuple(frame)
+            missing = known.get(shape)
+            if missing is None:
+                missing = _missing(FRAME_FIELDS, shape)
+            if missing:
+                frame.update(missing)
     return True
 
 
@@ -181,21 +213,24 @@ _BUILDERS = {
     "exception": _exception,
     "contexts": _contexts,
 }
-
-
-def _score(item: tuple[int, str]) -> int:
-    return item[0]
+# Every interface key with its score and builder (None: kept when it is an object), so that
+# each key of the event costs one lookup.
+_INTERFACES: dict[str, tuple[int, Callable[[Any], bool] | None]] = {
+    key: (score, _BUILDERS.get(key)) for key, score in INTERFACE_SCORES.items()
+}
+_score = operator.itemgetter(0)
 
 
 def event_interfaces(data: dict[str, Any]) -> tuple[str, ...]:
     """The keys of the event's interfaces, highest score first (ties in the event's key order),
     after applying Sentry's side effects on the event. Call once per event."""
     found: list[tuple[int, str]] = []
-    for key, value in data.items():
-        score = INTERFACE_SCORES.get(key)
-        if score is None or value is None:
+    # The event's keys are filtered in C: most of them are no interface.
+    for key in filter(_INTERFACES.__contains__, data):
+        value = data[key]
+        if value is None:
             continue
-        builder = _BUILDERS.get(key)
+        score, builder = _INTERFACES[key]
         if builder is None:
             if type(value) is not dict:
                 continue

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from consumer.pipeline.tags import EventTags
 from consumer.pipeline.users import EventUser
 
 
@@ -39,6 +40,8 @@ class Job:
     level: str | None = None
     logger_name: str | None = None
     transaction: str | None = None
+    # The event's tags (`data["tags"]`) as the steps edit them, from the pull-out on.
+    tags: EventTags | None = None
     # The event's `received` as the message carried it (Relay replaces the event's own with the
     # normalization time), for the event-age metric.
     received: Any = None

@@ -27,7 +27,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sentry_kafka_schemas import get_codec
@@ -88,19 +88,6 @@ def _hex_uuid(raw: Any, field_name: str) -> str:
         raise BadMessage("invalid_id", f"{field_name} {raw[:64]!r} is not a UUID") from None
 
 
-def _require(message: dict[str, Any], name: str, valid: Any, expected: str) -> Any:
-    if name not in message:
-        raise BadMessage("missing_field", f"{name} is required")
-    value = message[name]
-    if not valid(value):
-        raise BadMessage("invalid_field", f"{name} must be {expected}, not {type(value).__name__}")
-    return value
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -122,8 +109,7 @@ def parse(value: bytes | None) -> dict[str, Any]:
     return message
 
 
-@dataclass(frozen=True, slots=True)
-class Occurrence:
+class Occurrence(NamedTuple):
     """What an occurrence message yields before normalization."""
 
     occurrence_id: str
@@ -132,15 +118,27 @@ class Occurrence:
     received: Any
 
 
+_MISSING: Any = object()
+
+
+def _invalid_field(message: dict[str, Any], name: str, expected: str) -> BadMessage:
+    """Why `message[name]` failed its check: missing, or not what was `expected`."""
+    if name not in message:
+        return BadMessage("missing_field", f"{name} is required")
+    value = message[name]
+    return BadMessage("invalid_field", f"{name} must be {expected}, not {type(value).__name__}")
+
+
 def build_event(message: dict[str, Any]) -> Occurrence | Skip:
     """The event to normalize, with its ids, or why the message is skipped.
 
     Raises BadMessage for what Sentry's consumer would reject as an invalid payload.
     """
-    payload_type = message.get("payload_type") or "occurrence"
-    if payload_type == "status_change":
-        return Skip("status_change")
+    get = message.get
+    payload_type = get("payload_type") or "occurrence"
     if payload_type != "occurrence":
+        if payload_type == "status_change":
+            return Skip("status_change")
         raise BadMessage("unknown_payload_type", f"payload_type {str(payload_type)[:64]!r}")
 
     # The schema's "integer" also admits 5.0 (which would name the wrong nodestore nodes) and
@@ -149,23 +147,26 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
     if not 0 <= project_id < 2**63:
         raise BadMessage("invalid_field", f"project_id {project_id} is out of range")
     occurrence_id = _hex_uuid(message["id"], "id")
-    issue_title = _require(message, "issue_title", _is_str, "a string")
-    _require(message, "subtitle", _is_str, "a string")
-    _require(message, "type", _is_int, "an integer")
-    _require(message, "detection_time", _is_number, "a number")
-    level = message.get("level", DEFAULT_LEVEL)
+    issue_title = get("issue_title", _MISSING)
+    if not isinstance(issue_title, str):
+        raise _invalid_field(message, "issue_title", "a string")
+    if not isinstance(get("subtitle", _MISSING), str):
+        raise _invalid_field(message, "subtitle", "a string")
+    if not _is_int(get("type", _MISSING)):
+        raise _invalid_field(message, "type", "an integer")
+    if not _is_number(get("detection_time", _MISSING)):
+        raise _invalid_field(message, "detection_time", "a number")
+    level = get("level", DEFAULT_LEVEL)
     if level is not None and not isinstance(level, str):
         raise BadMessage("invalid_field", f"level must be a string, not {type(level).__name__}")
-    occurrence_event_id = (
-        _hex_uuid(message["event_id"], "event_id") if message.get("event_id") else None
-    )
+    occurrence_event_id = _hex_uuid(message["event_id"], "event_id") if get("event_id") else None
 
-    event = message.get("event")
+    event = get("event")
     if event is None:
         return Skip("no_event")
     if not isinstance(event, dict):
         raise BadMessage("invalid_event", f"event is a JSON {type(event).__name__}")
-    if message.get("is_buffered_spans") is True:
+    if get("is_buffered_spans") is True:
         return Skip("buffered_spans")
     event_project_id = event.get("project_id")
     if not _is_int(event_project_id) or event_project_id != project_id:
@@ -186,27 +187,30 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
         event_id = occurrence_event_id
     else:
         raise BadMessage("missing_event_id", "neither the occurrence nor its event has event_id")
-    if not isinstance(event.get("platform"), str):
+    platform = event.get("platform")
+    if not isinstance(platform, str):
         raise BadMessage("invalid_event", "event.platform must be a string")
-    if not (_is_number(event.get("timestamp")) or isinstance(event.get("timestamp"), str)):
+    timestamp = event.get("timestamp")
+    if not (isinstance(timestamp, str) or _is_number(timestamp)):
         raise BadMessage("invalid_event", "event.timestamp must be a number or a date string")
     if "received" not in event:
         raise BadMessage("invalid_event", "event.received is required")
     received = event["received"]
-    if not (received is None or _is_number(received) or isinstance(received, str)):
+    if not (received is None or isinstance(received, str) or _is_number(received)):
         raise BadMessage("invalid_event", "event.received must be a number or a date string")
 
     data: dict[str, Any] = {
         "event_id": event_id,
         "level": level,
-        "platform": event["platform"],
+        "platform": platform,
         "received": received,
         "tags": event.get("tags"),
-        "timestamp": event["timestamp"],
+        "timestamp": timestamp,
     }
     # Key order is irrelevant: Relay writes its output in its own order.
-    for key in event.keys() & _OPTIONAL_EVENT_KEYS:
-        data[key] = event[key]
+    for key, value in event.items():
+        if key in _OPTIONAL_EVENT_KEYS:
+            data[key] = value
     data["metadata"] = {"title": issue_title}
     data["type"] = "generic"
     return Occurrence(occurrence_id, event_id, data, received)

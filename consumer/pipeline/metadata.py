@@ -22,38 +22,23 @@ EVENT_TYPE = "generic"
 UNTITLED = "<untitled>"
 
 
-def event_type_metadata(data: dict[str, Any]) -> dict[str, Any]:
-    """`GenericEvent.get_metadata`: nothing extracted, plus the event's own title if any."""
-    metadata: dict[str, Any] = {}
-    title = data.get("title")
-    if title is not None:
-        metadata["title"] = title
-    return metadata
-
-
-def materialize_metadata(data: dict[str, Any], event_metadata: dict[str, Any]) -> dict[str, Any]:
-    """The fields to merge into the event; `event_metadata` is updated with `data["metadata"]`.
-
-    Raises ValueError (or TypeError for a non-iterable other than None) like Python's
-    `dict.update` when `metadata` is neither a mapping nor pairs; Relay never produces those.
-    """
-    extra = data.get("metadata", {})
-    if extra is not None:
-        event_metadata.update(extra)
-    title = event_metadata.get("title")
-    return {
-        "type": EVENT_TYPE,
-        "culprit": get_culprit(data),
-        "metadata": event_metadata,
-        "title": title if title is not None else UNTITLED,
-        "location": None,
-    }
-
-
 def apply_metadata(jobs: Sequence[Job]) -> None:
+    """Raises ValueError (or TypeError for a non-iterable other than None) like Python's
+    `dict.update` when an event's `metadata` is neither a mapping nor pairs; Relay never
+    produces those."""
     for job in jobs:
         data = job.data
-        event_metadata = event_type_metadata(data)
+        # `GenericEvent.get_metadata`: nothing extracted, plus the event's own title if any.
+        title = data.get("title")
+        event_metadata: dict[str, Any] = {} if title is None else {"title": title}
         job.event_metadata = dict(event_metadata)
-        data.update(materialize_metadata(data, event_metadata))
-        job.culprit = data["culprit"]
+        extra = data.get("metadata", {})
+        if extra is not None:
+            event_metadata.update(extra)
+        title = event_metadata.get("title")
+        job.culprit = culprit = get_culprit(data)
+        data["type"] = EVENT_TYPE
+        data["culprit"] = culprit
+        data["metadata"] = event_metadata
+        data["title"] = title if title is not None else UNTITLED
+        data["location"] = None

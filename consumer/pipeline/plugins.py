@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import ua_parser
 
 from consumer.pipeline.interfaces import event_interfaces
-from consumer.pipeline.tags import MAX_TAG_VALUE_LENGTH, get_tag, set_tag
+from consumer.pipeline.tags import MAX_TAG_VALUE_LENGTH
 
 if TYPE_CHECKING:
     from consumer.pipeline.job import Job
@@ -58,13 +58,6 @@ class TagPlugin:
         if value is not None:
             return bool(value)
         return self.project_default_enabled
-
-    def get_tags(self, data: dict[str, Any], interfaces: Sequence[str]) -> list[tuple[str, str]]:
-        try:
-            values = self.values(data, interfaces)
-        except _PluginFailed:
-            return []
-        return [(self.tag, value) for value in values if len(value) <= MAX_TAG_VALUE_LENGTH]
 
 
 def _url(data: dict[str, Any], interfaces: Sequence[str]) -> list[str]:
@@ -154,14 +147,25 @@ def plugins_for_project(options: Mapping[str, Any]) -> tuple[TagPlugin, ...]:
 def apply_plugin_tags(jobs: Sequence[Job], options: Mapping[int, Mapping[str, Any]]) -> None:
     """`options` = every project's options (`{project_id: {key: value}}`), missing = none."""
     enabled = {
-        project_id: plugins_for_project(options.get(project_id, {}))
+        project_id: tuple(
+            (plugin.tag, plugin.values)
+            for plugin in plugins_for_project(options.get(project_id, {}))
+        )
         for project_id in {job.project_id for job in jobs}
     }
     for job in jobs:
         data = job.data
-        if job.interfaces is None:
-            job.interfaces = event_interfaces(data)
-        for plugin in enabled[job.project_id]:
-            for key, value in plugin.get_tags(data, job.interfaces):
-                if get_tag(data, key) is None:
-                    set_tag(data, key, value)
+        interfaces = job.interfaces
+        if interfaces is None:
+            interfaces = job.interfaces = event_interfaces(data)
+        tags = job.tags
+        assert tags is not None  # pulled out
+        for tag, tag_values in enabled[job.project_id]:
+            try:
+                values = tag_values(data, interfaces)
+            except _PluginFailed:
+                continue  # Sentry's safe_execute: no tags from this plugin
+            for value in values:
+                # Values too long for a tag are skipped, and a plugin never overrides a tag.
+                if len(value) <= MAX_TAG_VALUE_LENGTH and tags.get(tag) is None:
+                    tags.set(tag, value)

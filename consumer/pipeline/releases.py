@@ -26,7 +26,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from consumer import metrics
-from consumer.pipeline.tags import pop_tag, set_tag
 from consumer.storage.models import DistributionRequest, Project, Release, ReleaseRequest
 
 if TYPE_CHECKING:
@@ -115,9 +114,10 @@ def apply_releases(jobs: Sequence[Job], resolved: ResolvedReleases) -> None:
         if release is None:
             continue
         job.release_id = release.id
-        data = job.data
-        pop_tag(data, "release")
-        set_tag(data, "sentry:release", release.version)
+        tags = job.tags
+        assert tags is not None  # pulled out
+        tags.pop("release")
+        tags.set("sentry:release", release.version)
         if not job.dist:
             continue
         if dist_too_long(job.dist):
@@ -127,12 +127,12 @@ def apply_releases(jobs: Sequence[Job], resolved: ResolvedReleases) -> None:
                 job.event_id,
                 MAX_DIST_LENGTH,
             )
-            data["dist"] = None
+            job.data["dist"] = None
             job.dist = None
             dropped += 1
             continue
         job.dist_id = resolved.dists[(release.id, job.dist)]
-        pop_tag(data, "dist")
-        set_tag(data, "sentry:dist", job.dist)
+        tags.pop("dist")
+        tags.set("sentry:dist", job.dist)
     if dropped:
         metrics.count_warning("dist_too_long", dropped)

@@ -2,7 +2,8 @@
 `_pull_out_data`). Pure.
 
 Release, dist, environment, level, logger and transaction are copied onto the job; the event
-gets a `tags` list if it has none, the `level` tag always (a None level only removes it), and
+gets a `tags` list if it has none (and the job its `EventTags`, through which every later step
+edits them), the `level` tag always (a None level only removes it), and
 `logger`, `environment` and `transaction` tags when they are non-empty. The event time is the
 normalized `timestamp` read as UTC seconds, whatever the host's time zone (CONTRACT §9.4).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from consumer.pipeline.tags import set_tag
+from consumer.pipeline.tags import EventTags
 
 if TYPE_CHECKING:
     from consumer.pipeline.job import Job
@@ -40,14 +41,17 @@ def pull_out(job: Job) -> None:
     job.environment = environment = data.get("environment")
     job.datetime = event_datetime(data["timestamp"])
 
-    if data.get("tags") is None:
-        data["tags"] = []
-    set_tag(data, "level", level)
+    pairs = data.get("tags")
+    if pairs is None:
+        pairs = data["tags"] = []
+    job.tags = tags = EventTags(pairs)
+    changes = {"level": level}
     if logger_name:
-        set_tag(data, "logger", logger_name)
+        changes["logger"] = logger_name
     if environment:
-        set_tag(data, "environment", environment)
+        changes["environment"] = environment
     if transaction:
-        set_tag(data, "transaction", transaction)
+        changes["transaction"] = transaction
+    tags.update(changes)
     # What EventManager.save sets before calling save_generic_events (Relay set it already).
     data["project"] = job.project_id

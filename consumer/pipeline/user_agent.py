@@ -43,6 +43,12 @@ _HEADER_NAMES = (
     "SEC-CH-UA-Platform-Version",
 )
 _NO_INFO = (None, None, None, None, None)
+# Header names as events spell them -> their slot (None: a header Relay does not read), so a name
+# is lower-cased once, not once per event. Bounded: cleared when full. Shared by the threads that
+# call `user_agent_info`: each dict operation is atomic, and a race only computes a slot twice.
+_SLOT_BY_NAME: dict[str, int | None] = {}
+_MAX_HEADER_NAMES = 4096
+_UNSEEN: Any = object()
 
 UserAgentInfo = tuple[str | None, str | None, str | None, str | None, str | None]
 # (browser, device, os) contexts as Relay produces them; None where it produces none.
@@ -50,6 +56,14 @@ DerivedContexts = tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, 
 
 # How often the hit and miss counts go to Prometheus (per lookup would cost a microsecond each).
 _FLUSH_EVERY = 256
+
+
+def _header_slot(name: str) -> int | None:
+    slot = _HEADER_SLOTS.get(name.lower())
+    if len(_SLOT_BY_NAME) >= _MAX_HEADER_NAMES:
+        _SLOT_BY_NAME.clear()
+    _SLOT_BY_NAME[name] = slot
+    return slot
 
 
 def user_agent_info(event: dict[str, Any]) -> UserAgentInfo | None:
@@ -67,7 +81,9 @@ def user_agent_info(event: dict[str, Any]) -> UserAgentInfo | None:
         name = pair[0]
         if not isinstance(name, str):
             continue
-        slot = _HEADER_SLOTS.get(name.lower())
+        slot = _SLOT_BY_NAME.get(name, _UNSEEN)
+        if slot is _UNSEEN:
+            slot = _header_slot(name)
         if slot is None:
             continue
         if info is None:
@@ -82,7 +98,7 @@ def user_agent_info(event: dict[str, Any]) -> UserAgentInfo | None:
 def mergeable(event: dict[str, Any]) -> bool:
     """Whether `UserAgentContexts.apply` can complete this normalized event: it has no request
     headers, or a contexts map to add to."""
-    return user_agent_info(event) is None or isinstance(event.get("contexts"), dict)
+    return isinstance(event.get("contexts"), dict) or user_agent_info(event) is None
 
 
 def probe_event(info: UserAgentInfo) -> dict[str, Any]:
@@ -156,14 +172,16 @@ class UserAgentContexts:
             return True
         browser, device, os = self.derived(info)
         added = False
-        for key, derived in (("browser", browser), ("device", device)):
-            if derived is None:
-                continue
-            present = contexts.get(key)
-            if isinstance(present, dict) and present.get("type") == key:
-                continue
-            added = added or key not in contexts
-            contexts[key] = dict(derived)  # flat: strings only
+        if browser is not None:
+            present = contexts.get("browser")
+            if not (isinstance(present, dict) and present.get("type") == "browser"):
+                added = present is None and "browser" not in contexts
+                contexts["browser"] = dict(browser)  # flat: strings only
+        if device is not None:
+            present = contexts.get("device")
+            if not (isinstance(present, dict) and present.get("type") == "device"):
+                added = added or (present is None and "device" not in contexts)
+                contexts["device"] = dict(device)
         if os is not None:
             key = "os" if event.get("platform") == "javascript" else "client_os"
             if key not in contexts:

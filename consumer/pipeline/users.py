@@ -8,8 +8,6 @@ import ipaddress
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from consumer.pipeline.tags import pop_tag, set_tag
-
 if TYPE_CHECKING:
     from consumer.pipeline.job import Job
 
@@ -25,14 +23,14 @@ class EventUser(NamedTuple):
     @property
     def tag_value(self) -> str | None:
         """The first non-empty of id, username, email, ip, as `<kind>:<value>`; else None."""
-        for prefix, value in (
-            ("id", self.user_ident),
-            ("username", self.username),
-            ("email", self.email),
-            ("ip", self.ip_address),
-        ):
-            if value:
-                return f"{prefix}:{value}"
+        if self.user_ident:
+            return f"id:{self.user_ident}"
+        if self.username:
+            return f"username:{self.username}"
+        if self.email:
+            return f"email:{self.email}"
+        if self.ip_address:
+            return f"ip:{self.ip_address}"
         return None
 
 
@@ -69,9 +67,10 @@ def apply_event_users(jobs: Sequence[Job]) -> None:
     """For each event with a user: drop the `user` tag and set `sentry:user` (which only removes
     it when the user has no identifying field)."""
     for job in jobs:
-        data = job.data
-        user = event_user(job.project_id, data)
+        user = event_user(job.project_id, job.data)
         if user is not None:
-            pop_tag(data, "user")
-            set_tag(data, "sentry:user", user.tag_value)
+            tags = job.tags
+            assert tags is not None  # pulled out
+            tags.pop("user")
+            tags.set("sentry:user", user.tag_value)
         job.user = user

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from consumer.pipeline.tags import get_tag, pop_tag, set_tag, truncatechars
+from consumer.pipeline.tags import EventTags, truncatechars
 
 
 @pytest.mark.parametrize(
@@ -34,34 +34,45 @@ def test_truncatechars(value: str, length: int, expected: str) -> None:
         # None only removes
         ([["a", "1"], ["b", "2"]], "a", None, [["b", "2"]]),
         ([["a", "1"]], "zz", None, [["a", "1"]]),
-        # None entries survive a pop
+        # None entries survive a removal
         ([None, ["a", "1"]], "a", "2", [None, ["a", "2"]]),
+        # a pair with a null key is never one of a key
+        ([[None, "1"], ["a", "1"]], "a", "2", [[None, "1"], ["a", "2"]]),
         # values are trimmed to 200 characters
         ([], "long", "v" * 250, [["long", "v" * 197 + "..."]]),
         ([], "exact", "v" * 200, [["exact", "v" * 200]]),
     ],
 )
-def test_set_tag(tags: list[Any], key: str, value: Any, expected: list[Any]) -> None:
+def test_set(tags: list[Any], key: str, value: Any, expected: list[Any]) -> None:
     data: dict[str, Any] = {"tags": tags}
-    set_tag(data, key, value)
+    EventTags(data["tags"]).set(key, value)
     assert data["tags"] == expected
 
 
-def test_set_tag_creates_the_list() -> None:
-    data: dict[str, Any] = {}
-    set_tag(data, "level", None)
-    assert "tags" not in data
-    set_tag(data, "level", "error")
-    assert data == {"tags": [["level", "error"]]}
+def test_edits_are_made_in_the_events_own_list() -> None:
+    pairs: list[Any] = [["a", "1"], ["b", "2"], ["a", "3"]]
+    data = {"tags": pairs}
+    tags = EventTags(pairs)
+    tags.set("c", "4")
+    tags.pop("a")
+    tags.set("b", "5")
+    assert data["tags"] is pairs
+    assert pairs == [["c", "4"], ["b", "5"]]
+    # the keys it keeps beside the list follow every edit
+    assert tags.get("a") is None and tags.get("b") == "5" and tags.get("c") == "4"
+    tags.set("a", "6")
+    tags.set("c", None)
+    assert pairs == [["b", "5"], ["a", "6"]]
+    assert tags.keys == {"a", "b"}
 
 
-def test_pop_tag_without_tags_is_a_no_op() -> None:
-    data: dict[str, Any] = {"x": 1}
-    pop_tag(data, "a")
-    assert data == {"x": 1}
-    data = {"tags": [["a", "1"], ["a", "2"], ["b", "3"]]}
-    pop_tag(data, "a")
-    assert data["tags"] == [["b", "3"]]
+def test_pop() -> None:
+    pairs: list[Any] = [["a", "1"], ["a", "2"], None, ["b", "3"]]
+    EventTags(pairs).pop("a")
+    assert pairs == [None, ["b", "3"]]
+    empty: list[Any] = []
+    EventTags(empty).pop("a")
+    assert empty == []
 
 
 @pytest.mark.parametrize(
@@ -71,8 +82,8 @@ def test_pop_tag_without_tags_is_a_no_op() -> None:
         ([None, ["a", "1"]], "a", "1"),
         ([["a", None]], "a", None),  # a pair with a null value reads as absent
         ([], "a", None),
-        (None, "a", None),
+        ([["b", "1"]], "a", None),
     ],
 )
-def test_get_tag(tags: Any, key: str, expected: Any) -> None:
-    assert get_tag({"tags": tags}, key) == expected
+def test_get(tags: list[Any], key: str, expected: Any) -> None:
+    assert EventTags(tags).get(key) == expected

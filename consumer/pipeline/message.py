@@ -143,7 +143,9 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
 
     # The schema's "integer" also admits 5.0 (which would name the wrong nodestore nodes) and
     # any size (a project id beyond PostgreSQL's bigint fails every lookup, stopping the batch).
-    project_id = _require(message, "project_id", _is_int, "an integer")
+    project_id = get("project_id", _MISSING)
+    if not _is_int(project_id):
+        raise _invalid_field(message, "project_id", "an integer")
     if not 0 <= project_id < 2**63:
         raise BadMessage("invalid_field", f"project_id {project_id} is out of range")
     occurrence_id = _hex_uuid(message["id"], "id")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -21,18 +20,13 @@ from pathlib import Path
 import psycopg
 
 from scripts.services import HOST, ROOT, Stack
+from tests.integration.helpers import free_port
 
 
 def _openssl(*args: str) -> None:
     command = shutil.which("openssl")
     assert command is not None, "the TLS tests need the openssl command"
     subprocess.run([command, *args], check=True, capture_output=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def private_folder(prefix: str) -> Path:

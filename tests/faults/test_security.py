@@ -39,9 +39,10 @@ from consumer.storage.migrate import migrate
 from scripts.services import HOST, ROOT, Stack
 from tests.faults.process import WorkerProcess
 from tests.faults.sampler import OffsetSampler
-from tests.faults.stack import Certificates, FaultStack, free_port, private_folder
+from tests.faults.stack import Certificates, FaultStack, private_folder
 from tests.faults.traffic import Occurrences
 from tests.faults.verdict import end_offsets, read_dead_letters
+from tests.integration.helpers import free_port
 
 pytestmark = pytest.mark.faults
 

@@ -189,12 +189,16 @@ class Scenario:
         return latest.offsets if latest is not None else {}
 
     def wait_for_commit_after(self, moment: float, timeout: float = 120.0) -> None:
-        """Block until the group commits something new after `moment` (wall clock)."""
-        baseline = _before(self.sampler.samples, moment)
+        """Block until the group commits something new after `moment` (wall clock) and after
+        this call: the baseline is asked for now, since the sampler's last sample may predate
+        the final commit of a worker that just drained (which would pass for a new one)."""
+        fresh = self.sampler.sample()
+        baseline = fresh.total if fresh is not None else _before(self.sampler.samples, moment)
+        since = max(moment, fresh.at if fresh is not None else moment)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             latest = self.sampler.latest()
-            if latest is not None and latest.at > moment and latest.total > baseline:
+            if latest is not None and latest.at > since and latest.total > baseline:
                 return
             self._check_workers()
             time.sleep(0.1)

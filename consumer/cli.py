@@ -143,40 +143,45 @@ def _report_eviction(evicted: bool, settings: Settings) -> None:
         )
 
 
-def cmd_orgs_delete(args: argparse.Namespace) -> int:
-    from consumer.storage.admin import delete_organization
+def _soft_delete(args: argparse.Namespace, kind: str, delete: Any, missing: str) -> int:
+    """`orgs delete` and `projects delete`: `delete(storage)` marks the row deleted and evicts
+    its cache entries; says which row it was, or that there was none."""
     from consumer.storage.store import Storage
 
     settings = _settings(args)
     storage = Storage.open(settings)
     try:
-        changed = delete_organization(storage, args.slug)
+        changed = delete(storage)
     finally:
         storage.close()
     if changed is None:
-        print(f"consumer: no organization with slug {args.slug!r}", file=sys.stderr)
+        print(f"consumer: no {kind} with {missing}", file=sys.stderr)
         return 1
     _report_eviction(changed.evicted, settings)
-    print(f"organization {changed.row.id} deleted at {changed.row.date_deleted}")
+    print(f"{kind} {changed.row.id} deleted at {changed.row.date_deleted}")
     return 0
+
+
+def cmd_orgs_delete(args: argparse.Namespace) -> int:
+    from consumer.storage.admin import delete_organization
+
+    return _soft_delete(
+        args,
+        "organization",
+        lambda storage: delete_organization(storage, args.slug),
+        f"slug {args.slug!r}",
+    )
 
 
 def cmd_projects_delete(args: argparse.Namespace) -> int:
     from consumer.storage.admin import delete_project
-    from consumer.storage.store import Storage
 
-    settings = _settings(args)
-    storage = Storage.open(settings)
-    try:
-        changed = delete_project(storage, args.project_id)
-    finally:
-        storage.close()
-    if changed is None:
-        print(f"consumer: no project with id {args.project_id}", file=sys.stderr)
-        return 1
-    _report_eviction(changed.evicted, settings)
-    print(f"project {changed.row.id} deleted at {changed.row.date_deleted}")
-    return 0
+    return _soft_delete(
+        args,
+        "project",
+        lambda storage: delete_project(storage, args.project_id),
+        f"id {args.project_id}",
+    )
 
 
 def cmd_projects_set_option(args: argparse.Namespace) -> int:

@@ -119,7 +119,10 @@ def _missing(fields: tuple[str, ...], shape: tuple[str, ...]) -> dict[str, None]
 
 def _fill(target: dict[str, Any], fields: tuple[str, ...]) -> None:
     """Add each of `fields` that `target` lacks, as None, in `fields` order."""
-    missing = _missing(fields, tuple(target))
+    shape = tuple(target)
+    missing = _MISSING_BY_SHAPE[fields].get(shape)
+    if missing is None:
+        missing = _missing(fields, shape)
     if missing:
         target.update(missing)
 
@@ -219,6 +222,7 @@ _INTERFACES: dict[str, tuple[int, Callable[[Any], bool] | None]] = {
     key: (score, _BUILDERS.get(key)) for key, score in INTERFACE_SCORES.items()
 }
 _score = operator.itemgetter(0)
+_key = operator.itemgetter(1)
 
 
 def event_interfaces(data: dict[str, Any]) -> tuple[str, ...]:
@@ -238,4 +242,4 @@ def event_interfaces(data: dict[str, Any]) -> tuple[str, ...]:
             continue
         found.append((score, key))
     found.sort(key=_score, reverse=True)  # stable, like Sentry's sorted(..., reverse=True)
-    return tuple([key for _score, key in found])
+    return tuple(map(_key, found))

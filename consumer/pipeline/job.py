@@ -8,7 +8,7 @@ the ones the generic path uses).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -48,16 +48,17 @@ class Job:
     # CPU seconds spent on this message before batching, reported per batch by the save step.
     decode_seconds: float = 0.0
     normalize_seconds: float = 0.0
-    # Filled by the steps of save_generic_events. `interfaces` is computed once, by the first
-    # step that needs it (see `interfaces.event_interfaces`).
+    # Filled by the steps of save_generic_events (None until then: a Job is made per message on
+    # the main thread, right after a Relay call, where every default made costs). `interfaces` is
+    # computed once, by the first step that needs it (see `interfaces.event_interfaces`).
     interfaces: tuple[str, ...] | None = None
     release_id: int | None = None
     dist_id: int | None = None
     environment_id: int | None = None
     user: EventUser | None = None
-    event_metadata: dict[str, Any] = field(default_factory=dict)
+    event_metadata: dict[str, Any] | None = None
     culprit: str = ""
-    event_metrics: dict[str, Any] = field(default_factory=dict)
+    event_metrics: dict[str, Any] | None = None
     # The event's JSON when `bytes.stored.event` was measured, open at its end (event_metrics.py).
     event_json_head: bytes | None = None
     # The encoded nodestore rows (event, occurrence document): set once the event is final, so

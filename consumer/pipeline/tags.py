@@ -72,12 +72,16 @@ class EventTags:
         """`set` of each key of `values` in its order, with one pass over the list for all the
         keys it already has."""
         keys = self.keys
+        pairs = self.pairs
         if not keys.isdisjoint(values):
-            self.pairs[:] = [pair for pair in self.pairs if pair is None or pair[0] not in values]
+            pairs[:] = [pair for pair in pairs if pair is None or pair[0] not in values]
             keys.difference_update(values)
         for key, value in values.items():
-            if value is not None:
-                self._append(key, value)
+            if value is not None:  # `_append`, inline: this loop sets most of an event's tags
+                if type(value) is str and len(value) > MAX_TAG_VALUE_LENGTH:
+                    value = truncatechars(value, MAX_TAG_VALUE_LENGTH)
+                pairs.append([key, value])
+                keys.add(key)
 
     def pop(self, key: str) -> None:
         """Remove every pair of `key` (None entries stay)."""

@@ -69,8 +69,8 @@ def test_bytes_stored_event_counts_characters_before_itself(data: dict[str, Any]
     measured["_metrics"] = measured.get("_metrics") or {}  # what Sentry measures
     apply_event_metrics([made])
     event_metrics = made.data["_metrics"]
-    assert made.event_metrics is event_metrics
     assert event_metrics["bytes.stored.event"] == len(orjson.dumps(measured).decode())
+    assert made.event_metrics is event_metrics
     # and the stored document is exactly the event, whichever way it was encoded
     encode_nodes([made], 1717236000.123456, Compression())
     assert made.nodes is not None

@@ -15,22 +15,10 @@ from confluent_kafka import Producer
 from consumer.loadgen.sdk import capture_events
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
-from consumer.storage.store import Storage
 from consumer.worker import committed_offsets, run_worker
 from tests.integration.helpers import end_offsets, make_project, nodestore_documents, produce_events
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _storage_available(settings: Settings) -> None:
-    """The worker saves through the storage facade; skip until it is implemented."""
-    try:
-        Storage.open(settings).close()
-    except NotImplementedError:
-        pytest.skip(
-            "the storage facade (consumer.storage.store.Storage.open) is not implemented yet"
-        )
 
 
 def _until_idle(settings: Settings, seconds: float = 2.0) -> Settings:

@@ -3,7 +3,9 @@ same run on the same messages (the machine is shared and noisy, so only ratios c
 
 1. Pre-load N realistic events (the `consumer produce` mix: sentry-sdk events wrapped as
    occurrences) into a fresh topic with P partitions, spread over a few projects.
-2. Measure, each on a fresh database and its own consumer group, reading the same messages:
+2. Measure, each on a fresh database and its own consumer group, reading the same messages,
+   every process of a measurement starting its work at the same moment (the baselines' processes
+   each read a fixed share of the partitions, so that both really work):
    * worker: the real worker with the chosen settings, in `processes` worker processes;
    * limit: consume, decode, and bulk-copy each raw message into a scratch nodestore-shaped
      table, committing PostgreSQL and Kafka per batch, with no other work (same process count);
@@ -35,9 +37,12 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
+from consumer.errors import ConfigurationError
 from consumer.settings import Settings
 
 MEASUREMENTS = ("worker", "limit", "per_event")
+# How long a measured process waits at the start line for the others (spawn and imports).
+START_TIMEOUT = 120.0
 
 
 @dataclass
@@ -54,6 +59,28 @@ class ProcessStats:
 
 
 @dataclass
+class Slot:
+    """One measured process's place in its measurement: its share of the topic's partitions
+    (the baselines read them by assignment; a consumer that joins a group a second after the
+    others would otherwise find its partitions already drained, and the baseline would measure
+    one process where it claims two) and the start line every process waits at once it is set
+    up, so that no process starts its clock while another is still importing."""
+
+    index: int
+    partitions: list[int]
+    start: Any  # a multiprocessing Barrier of the measurement's processes
+
+    def wait_for_the_others(self) -> None:
+        self.start.wait(timeout=START_TIMEOUT)
+
+    def assign(self, consumer: Any, topic: str) -> None:
+        from confluent_kafka import TopicPartition
+
+        # No offset given: the group's committed offset, else auto.offset.reset (earliest).
+        consumer.assign([TopicPartition(topic, partition) for partition in self.partitions])
+
+
+@dataclass
 class Measurement:
     kind: str
     events: int
@@ -64,6 +91,7 @@ class Measurement:
     max_rss_mb: list[float]
     cpu_us_per_event: float
     exit_codes: list[int]
+    events_per_process: list[int] = field(default_factory=list)
 
 
 def _percentile(values: Sequence[float], fraction: float) -> float:
@@ -91,6 +119,7 @@ def combine(kind: str, stats: Sequence[ProcessStats]) -> Measurement:
         max_rss_mb=[round(s.max_rss_bytes / 2**20, 1) for s in stats],
         cpu_us_per_event=round(cpu / events * 1e6, 1) if events else 0.0,
         exit_codes=[s.exit_code for s in stats],
+        events_per_process=[s.messages for s in stats],
     )
 
 
@@ -104,7 +133,7 @@ def _finish(stats: ProcessStats) -> ProcessStats:
 # ------------------------------------------------------------------------------ the worker
 
 
-def _worker_process(settings: Settings, results: Queue[ProcessStats]) -> None:
+def _worker_process(settings: Settings, results: Queue[ProcessStats], slot: Slot) -> None:
     """A measured worker process: the real Worker, with probes on its first message, its
     commits and its batch saves."""
     from arroyo.types import Commit, Partition
@@ -138,6 +167,7 @@ def _worker_process(settings: Settings, results: Queue[ProcessStats]) -> None:
         return Timed()
 
     worker = Worker(settings, wrap_commit=timed_commit, wrap_saver=TimedSaver)
+    slot.wait_for_the_others()
     stats.exit_code = worker.run()
     from consumer import metrics
 
@@ -150,7 +180,7 @@ def _worker_process(settings: Settings, results: Queue[ProcessStats]) -> None:
 LIMIT_TABLE = "bench_limit_node"
 
 
-def _limit_process(settings: Settings, results: Queue[ProcessStats]) -> None:
+def _limit_process(settings: Settings, results: Queue[ProcessStats], slot: Slot) -> None:
     """Consume, decode, COPY the raw messages into a nodestore-shaped table; commit both per batch."""
     import orjson
     import psycopg
@@ -167,9 +197,10 @@ def _limit_process(settings: Settings, results: Queue[ProcessStats]) -> None:
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([settings.kafka.topic])
-    idle_since = time.monotonic()
+    slot.assign(consumer, settings.kafka.topic)
     with psycopg.connect(conninfo(settings.database)) as conn:
+        slot.wait_for_the_others()
+        idle_since = time.monotonic()
         while time.monotonic() - idle_since < settings.worker.exit_when_idle:
             messages = consumer.consume(settings.worker.batch_size, timeout=0.2)
             messages = [m for m in messages if m.error() is None]
@@ -202,7 +233,7 @@ def _limit_process(settings: Settings, results: Queue[ProcessStats]) -> None:
 # -------------------------------------------------------------------------- the per-event
 
 
-def _per_event_process(settings: Settings, results: Queue[ProcessStats]) -> None:
+def _per_event_process(settings: Settings, results: Queue[ProcessStats], slot: Slot) -> None:
     from confluent_kafka import Consumer
 
     from consumer.pipeline.message import Skip, decode
@@ -240,8 +271,9 @@ def _per_event_process(settings: Settings, results: Queue[ProcessStats]) -> None
             "auto.commit.interval.ms": 1000,  # Sentry's ONCE_PER_SECOND
         }
     )
-    consumer.subscribe([settings.kafka.topic])
+    slot.assign(consumer, settings.kafka.topic)
     stats = ProcessStats()
+    slot.wait_for_the_others()
     idle_since = time.monotonic()
     while (
         stats.messages < settings.worker.batch_size
@@ -271,14 +303,20 @@ def _per_event_process(settings: Settings, results: Queue[ProcessStats]) -> None
 
 def _measure(
     kind: str,
-    target: Callable[[Settings, Queue[ProcessStats]], None],
+    target: Callable[[Settings, Queue[ProcessStats], Slot], None],
     settings: Settings,
     processes: int,
+    partitions: int,
 ) -> Measurement:
     context = multiprocessing.get_context("spawn")
     results: Queue[ProcessStats] = context.Queue()
+    start = context.Barrier(processes)
     children = [
-        context.Process(target=target, args=(settings, results), name=f"{kind}-{i}")
+        context.Process(
+            target=target,
+            args=(settings, results, Slot(i, list(range(i, partitions, processes)), start)),
+            name=f"{kind}-{i}",
+        )
         for i in range(processes)
     ]
     for child in children:
@@ -342,6 +380,11 @@ def run_bench(
     from consumer.loadgen.sdk import event_stream
     from consumer.storage.admin import create_organization, create_project
 
+    if options.processes > options.partitions:
+        raise ConfigurationError(
+            f"bench: {options.processes} processes need at least as many partitions "
+            f"(--partitions {options.partitions}): a process without one would measure nothing"
+        )
     run_id = uuid.uuid4().hex[:8]
     topic = f"bench-{run_id}"
     server_url = settings.database.url.reveal().rsplit("/", 1)[0] + "/postgres"
@@ -374,7 +417,7 @@ def run_bench(
             target = {"limit": _limit_process, "per_event": _per_event_process}.get(
                 kind, _worker_process
             )
-            measurement = _measure(kind, target, measured, options.processes)
+            measurement = _measure(kind, target, measured, options.processes, options.partitions)
             results[kind].append(measurement)
             say(
                 f"bench: run {run + 1}/{options.runs} {kind:9} {measurement.events_per_second:>10,.0f} events/s "

@@ -35,10 +35,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer.errors import ConfigurationError
 from consumer.settings import Settings
+
+if TYPE_CHECKING:
+    from arroyo.types import Commit, Partition
+
+    from consumer.pipeline.job import Job
+    from consumer.pipeline.save import SaveResult
+    from consumer.strategy.saver import Saver
 
 MEASUREMENTS = ("worker", "limit", "per_event")
 # How long a measured process waits at the start line for the others (spawn and imports).
@@ -133,44 +140,56 @@ def _finish(stats: ProcessStats) -> ProcessStats:
 # ------------------------------------------------------------------------------ the worker
 
 
-def _worker_process(settings: Settings, results: Queue[ProcessStats], slot: Slot) -> None:
-    """A measured worker process: the real Worker, with probes on its first message, its
-    commits and its batch saves."""
-    from arroyo.types import Commit, Partition
+class RunClock:
+    """Probes for a Worker (its `wrap_saver` and `wrap_commit`): the wall-clock time of its first
+    batch save and of its last commit that moved offsets, and each batch save's duration."""
 
-    from consumer.pipeline.job import Job
-    from consumer.pipeline.save import SaveResult
-    from consumer.strategy.saver import Saver
-    from consumer.worker import Worker
+    def __init__(self) -> None:
+        self.first_save: float | None = None
+        self.last_commit: float | None = None
+        self.batch_seconds: list[float] = []
 
-    stats = ProcessStats()
+    def wrap_saver(self, inner: Saver) -> Saver:
+        clock = self
 
-    class TimedSaver:
-        def __init__(self, inner: Saver) -> None:
-            self.inner = inner
-
-        def save(self, jobs: Sequence[Job]) -> SaveResult:
-            started = time.perf_counter()
-            if stats.first_poll is None:
-                stats.first_poll = time.time()
-            result = self.inner.save(jobs)
-            stats.batch_seconds.append(time.perf_counter() - started)
-            return result
-
-    def timed_commit(commit: Commit) -> Commit:
         class Timed:
-            def __call__(self, offsets: Mapping[Partition, int], force: bool = False) -> None:
-                commit(offsets, force)
-                if offsets:
-                    stats.last_commit = time.time()
+            def save(self, jobs: Sequence[Job]) -> SaveResult:
+                started = time.perf_counter()
+                if clock.first_save is None:
+                    clock.first_save = time.time()
+                result = inner.save(jobs)
+                clock.batch_seconds.append(time.perf_counter() - started)
+                return result
 
         return Timed()
 
-    worker = Worker(settings, wrap_commit=timed_commit, wrap_saver=TimedSaver)
-    slot.wait_for_the_others()
-    stats.exit_code = worker.run()
-    from consumer import metrics
+    def wrap_commit(self, commit: Commit) -> Commit:
+        def timed(offsets: Mapping[Partition, int], force: bool = False) -> None:
+            commit(offsets, force)
+            if offsets:
+                self.last_commit = time.time()
 
+        return timed
+
+    @property
+    def seconds(self) -> float:
+        """From the first save to the last commit (0 when either never happened)."""
+        if self.first_save is None or self.last_commit is None:
+            return 0.0
+        return self.last_commit - self.first_save
+
+
+def _worker_process(settings: Settings, results: Queue[ProcessStats], slot: Slot) -> None:
+    """A measured worker process: the real Worker, with the probes of a RunClock."""
+    from consumer import metrics
+    from consumer.worker import Worker
+
+    clock = RunClock()
+    worker = Worker(settings, wrap_commit=clock.wrap_commit, wrap_saver=clock.wrap_saver)
+    slot.wait_for_the_others()
+    stats = ProcessStats(exit_code=worker.run())
+    stats.first_poll, stats.last_commit = clock.first_save, clock.last_commit
+    stats.batch_seconds = clock.batch_seconds
     stats.messages = int(metrics.total(metrics.MESSAGES))
     results.put(_finish(stats))
 

@@ -21,7 +21,7 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -278,17 +278,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
     import psycopg
-    from arroyo.types import Commit, Partition
 
     from consumer import metrics
+    from consumer.bench import RunClock
     from consumer.loadgen.produce import produce_occurrences
     from consumer.loadgen.sdk import event_stream
-    from consumer.pipeline.job import Job
-    from consumer.pipeline.save import SaveResult
     from consumer.storage.admin import create_organization, create_project
     from consumer.storage.migrate import migrate
     from consumer.storage.pool import conninfo
-    from consumer.strategy.saver import Saver
     from consumer.worker import Worker, committed_offsets
 
     settings = _settings(args)
@@ -323,30 +320,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     endpoint.serve(
         settings.worker.metrics_host, settings.worker.metrics_port, lambda: [liveness], 60.0
     )
-    clock: dict[str, float] = {}
-
-    def timed_saver(inner: Saver) -> Saver:
-        class Timed:
-            def save(self, jobs: Sequence[Job]) -> SaveResult:
-                clock.setdefault("first", time.monotonic())
-                return inner.save(jobs)
-
-        return Timed()
-
-    def timed_commit(commit: Commit) -> Commit:
-        def timed(offsets: Mapping[Partition, int], force: bool = False) -> None:
-            commit(offsets, force)
-            if offsets:
-                clock["last"] = time.monotonic()
-
-        return timed
-
+    clock = RunClock()
     worker = Worker(
-        settings, wrap_saver=timed_saver, wrap_commit=timed_commit, liveness_path=liveness
+        settings,
+        wrap_saver=clock.wrap_saver,
+        wrap_commit=clock.wrap_commit,
+        liveness_path=liveness,
     )
     worker.install_signal_handlers()
     code = worker.run()
-    elapsed = clock.get("last", 0.0) - clock.get("first", 0.0)
+    elapsed = clock.seconds
     saved = int(metrics.total(metrics.MESSAGES, outcome="saved"))
     dead = int(metrics.total(metrics.MESSAGES, outcome="dead_lettered"))
     offsets = committed_offsets(settings, topic, group)

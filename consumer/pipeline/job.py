@@ -31,6 +31,8 @@ class Job:
     data: dict[str, Any]
     occurrence: dict[str, Any]
     size: int = 0
+    # `occurrence` as the nodestore stores it (compact JSON), when decoding encoded it already.
+    occurrence_json: bytes | None = None
     # Pulled out of the normalized event (Sentry's `_pull_out_data`), once: `pulled`.
     pulled: bool = False
     datetime: datetime | None = None

@@ -35,6 +35,7 @@ from sentry_kafka_schemas.codecs import ValidationError
 from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
 from consumer.pipeline.normalize import EventNormalizer
+from consumer.storage.nodestore import dumps
 
 _CODEC = get_codec("ingest-occurrences")
 
@@ -265,7 +266,8 @@ class MessageDecoder:
         project_id: int = message["project_id"]
         message.pop("event")  # what is left is the occurrence document; no copy needed
         try:
-            orjson.dumps(message)
+            # Encoded once, here: the proof that it can be stored, and what the nodestore stores.
+            occurrence_json = dumps(message)
         except orjson.JSONEncodeError as error:
             # orjson reads 1024 levels of nesting but writes only 254: an occurrence between
             # the two would fail its nodestore write on every retry and stop the partition.
@@ -281,6 +283,7 @@ class MessageDecoder:
             occurrence_id=built.occurrence_id,
             data=data,
             occurrence=message,
+            occurrence_json=occurrence_json,
             size=len(value or b""),
             received=built.received,
         )

@@ -4,7 +4,7 @@ document of the batch in one batched upsert.
 `nodestore_insert` (the same epoch float for the whole batch, as Sentry computes it once per
 batch) is added to each event last, after `bytes.stored.event` was measured; the event is final
 from then on and encoded once (`Job.nodes`), so a retried save writes the same rows again. The
-occurrence document is the message without its `event`.
+occurrence document is the message without its `event`, encoded once when it was decoded.
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def event_document(job: Job, inserted: float) -> Any:
 def encode_nodes(jobs: Sequence[Job], inserted: float, compression: Compression) -> None:
     for job in jobs:
         document = event_document(job, inserted)
+        encoded = job.occurrence_json
+        occurrence = job.occurrence if encoded is None else orjson.Fragment(encoded)
         job.nodes = (
             (
                 event_node_id(job.project_id, job.event_id),
@@ -61,7 +63,7 @@ def encode_nodes(jobs: Sequence[Job], inserted: float, compression: Compression)
             ),
             (
                 occurrence_node_id(job.occurrence_id, job.project_id),
-                encode_blob(job.occurrence, compression=compression),
+                encode_blob(occurrence, compression=compression),
             ),
         )
 

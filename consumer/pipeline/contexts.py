@@ -31,8 +31,6 @@ CONTEXT_TAG_FORMATS: dict[str, dict[str, str]] = {
 # (only formats of the shape "{a}" or "{a}<text>{b}"... exist, with no text before the first
 # field or after the last).
 Compiled = tuple[str, tuple[tuple[str, str], ...]]
-# A mapping compiled once: the tag suffix, then the format's first field and the rest.
-Mapping = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 def _compile(fmt: str) -> Compiled:
@@ -49,8 +47,8 @@ def _compile(fmt: str) -> Compiled:
     return fields[0], tuple(zip(texts, fields[1:], strict=True))
 
 
-_COMPILED: dict[str, tuple[Mapping, ...]] = {
-    kind: tuple((suffix, *_compile(fmt)) for suffix, fmt in formats.items())
+_COMPILED: dict[str, tuple[tuple[str, Compiled], ...]] = {
+    kind: tuple((suffix, _compile(fmt)) for suffix, fmt in formats.items())
     for kind, formats in CONTEXT_TAG_FORMATS.items()
 }
 
@@ -89,25 +87,8 @@ def context_tags(contexts: dict[str, Any]) -> list[tuple[str, str]]:
         mappings = _COMPILED.get(kind) if isinstance(kind, str) else None
         if not mappings:
             continue
-        for suffix, first_field, rest in mappings:
-            value: str | None
-            first = context.get(first_field)
-            if first is None:
-                continue
-            if type(first) is not str:
-                first = _render(first)
-            if not rest:  # the usual mappings, one field or two, formatted here
-                value = first.strip()
-            elif len(rest) == 1:
-                text, second_field = rest[0]
-                second = context.get(second_field)
-                if second is None:
-                    continue
-                if type(second) is not str:
-                    second = _render(second)
-                value = f"{first}{text}{second}".strip()
-            else:
-                value = _format((first_field, rest), context)
+        for suffix, compiled in mappings:
+            value = _format(compiled, context)
             if value:
                 found.append((f"{alias}.{suffix}" if suffix else alias, value))
     return found

@@ -120,10 +120,7 @@ def _missing(fields: tuple[str, ...], shape: tuple[str, ...]) -> dict[str, None]
 
 def _fill(target: dict[str, Any], fields: tuple[str, ...]) -> None:
     """Add each of `fields` that `target` lacks, as None, in `fields` order."""
-    shape = tuple(target)
-    missing = _MISSING_BY_SHAPE[fields].get(shape)
-    if missing is None:
-        missing = _missing(fields, shape)
+    missing = _missing(fields, tuple(target))
     if missing:
         target.update(missing)
 

@@ -155,16 +155,9 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
         raise _invalid_field(message, "project_id", "an integer")
     if not 0 <= project_id < 2**63:
         raise BadMessage("invalid_field", f"project_id {project_id} is out of range")
-    # The ids: `_hex_uuid`, its usual case (32 lowercase hex digits) inline.
-    occurrence_id = message["id"]
-    if not (
-        type(occurrence_id) is str
-        and len(occurrence_id) == 32
-        and not occurrence_id.strip(_HEX_DIGITS)
-    ):
-        occurrence_id = _hex_uuid(occurrence_id, "id")
+    occurrence_id = _hex_uuid(message["id"], "id")
     issue_title = get("issue_title", _MISSING)
-    if type(issue_title) is not str and not isinstance(issue_title, str):
+    if not isinstance(issue_title, str):
         raise _invalid_field(message, "issue_title", "a string")
     if not isinstance(get("subtitle", _MISSING), str):
         raise _invalid_field(message, "subtitle", "a string")
@@ -178,15 +171,9 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
     if level is not None and not isinstance(level, str):
         raise BadMessage("invalid_field", f"level must be a string, not {type(level).__name__}")
     raw_occurrence_event_id = get("event_id")
-    occurrence_event_id: str | None = raw_occurrence_event_id
-    if not raw_occurrence_event_id:
-        occurrence_event_id = None
-    elif not (
-        type(raw_occurrence_event_id) is str
-        and len(raw_occurrence_event_id) == 32
-        and not raw_occurrence_event_id.strip(_HEX_DIGITS)
-    ):
-        occurrence_event_id = _hex_uuid(raw_occurrence_event_id, "event_id")
+    occurrence_event_id = (
+        _hex_uuid(raw_occurrence_event_id, "event_id") if raw_occurrence_event_id else None
+    )
 
     event = get("event")
     if event is None:

@@ -77,11 +77,8 @@ class EventTags:
             pairs[:] = [pair for pair in pairs if pair is None or pair[0] not in values]
             keys.difference_update(values)
         for key, value in values.items():
-            if value is not None:  # `_append`, inline: this loop sets most of an event's tags
-                if type(value) is str and len(value) > MAX_TAG_VALUE_LENGTH:
-                    value = truncatechars(value, MAX_TAG_VALUE_LENGTH)
-                pairs.append([key, value])
-                keys.add(key)
+            if value is not None:
+                self._append(key, value)
 
     def pop(self, key: str) -> None:
         """Remove every pair of `key` (None entries stay)."""

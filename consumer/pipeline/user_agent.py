@@ -172,16 +172,14 @@ class UserAgentContexts:
             return True
         browser, device, os = self.derived(info)
         added = False
-        if browser is not None:
-            present = contexts.get("browser")
-            if not (isinstance(present, dict) and present.get("type") == "browser"):
-                added = present is None and "browser" not in contexts
-                contexts["browser"] = dict(browser)  # flat: strings only
-        if device is not None:
-            present = contexts.get("device")
-            if not (isinstance(present, dict) and present.get("type") == "device"):
-                added = added or (present is None and "device" not in contexts)
-                contexts["device"] = dict(device)
+        for key, derived in (("browser", browser), ("device", device)):
+            if derived is None:
+                continue
+            present = contexts.get(key)
+            if isinstance(present, dict) and present.get("type") == key:
+                continue
+            added = added or key not in contexts
+            contexts[key] = dict(derived)  # flat: strings only
         if os is not None:
             key = "os" if event.get("platform") == "javascript" else "client_os"
             if key not in contexts:

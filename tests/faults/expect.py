@@ -67,6 +67,8 @@ class FieldOracle:
     """Relay's verdict on (release, dist, environment), cached per distinct raw triple."""
 
     def __init__(self) -> None:
+        # Sentry's arguments written out here, not `consumer.pipeline.normalize.store_normalizer`:
+        # like the rules above, the expectation must not follow the worker's own choices.
         self._normalizer = StoreNormalizer(
             project_id=1,
             client_ip=None,

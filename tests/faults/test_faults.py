@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -94,6 +95,32 @@ def conclude(
     return verdict
 
 
+@contextmanager
+def restarted_if_down(stack: FaultStack, service: str) -> Iterator[None]:
+    """Start `service` again on the way out if the scenario left it down (a wait that failed
+    mid-fault), so the next scenario finds the stack whole."""
+    try:
+        yield
+    finally:
+        if not stack.ready(service):
+            stack.start(service)
+
+
+def outage(
+    scenario: Scenario, stack: FaultStack, service: str, what: str, *, crash: bool, down: float
+) -> float:
+    """Kill (`crash`) or stop `service`, record the fault as `what`, start the service again
+    `down` seconds later; the moment of the fault, to wait for the recovery from."""
+    if crash:
+        stack.kill(service)
+    else:
+        stack.stop(service)
+    at = scenario.fault(what)
+    time.sleep(down)
+    stack.start(service)
+    return at
+
+
 # ---------------------------------------------------------------------------- 1. SIGKILL
 
 
@@ -138,23 +165,18 @@ def test_postgres_restarted_mid_stream(
     records = traffic(scenario, EVENTS, rng)
     worker = scenario.spawn()
     scenario.feed.start(records, seconds=stream_seconds(30))
-    try:
+    with restarted_if_down(stack, "postgres"):
         scenario.wait_for_commit_after(worker.started_at)
         time.sleep(rng.uniform(1.0, 3.0))
-        stack.kill("postgres")
-        crash = scenario.fault("PostgreSQL killed (crash)")
-        time.sleep(3.0)
-        stack.start("postgres")
+        crash = outage(
+            scenario, stack, "postgres", "PostgreSQL killed (crash)", crash=True, down=3.0
+        )
         scenario.wait_for_commit_after(crash)
         time.sleep(rng.uniform(1.0, 3.0))
-        stack.stop("postgres")
-        stop = scenario.fault("PostgreSQL stopped (fast shutdown)")
-        time.sleep(3.0)
-        stack.start("postgres")
+        stop = outage(
+            scenario, stack, "postgres", "PostgreSQL stopped (fast shutdown)", crash=False, down=3.0
+        )
         scenario.wait_for_commit_after(stop)
-    finally:
-        if not stack.ready("postgres"):
-            stack.start("postgres")
     conclude(scenario, records, oracle, record_verdict)
 
 
@@ -171,7 +193,7 @@ def test_redis_stopped_and_flushed_mid_stream(
     records = traffic(scenario, EVENTS, rng)
     worker = scenario.spawn()
     scenario.feed.start(records, seconds=stream_seconds(30))
-    try:
+    with restarted_if_down(stack, "redis"):
         scenario.wait_for_commit_after(worker.started_at)
         time.sleep(rng.uniform(1.0, 3.0))
         stack.stop("redis")
@@ -184,9 +206,6 @@ def test_redis_stopped_and_flushed_mid_stream(
         redis.Redis.from_url(stack.redis_url).flushall()
         flushed = scenario.fault("Redis flushed")
         scenario.wait_for_commit_after(flushed)
-    finally:
-        if not stack.ready("redis"):
-            stack.start("redis")
     conclude(scenario, records, oracle, record_verdict)
 
 
@@ -206,22 +225,16 @@ def test_broker_restarted_mid_stream(
     records = traffic(scenario, EVENTS, rng)
     worker = scenario.spawn()
     scenario.feed.start(records, seconds=stream_seconds(45))
-    try:
+    with restarted_if_down(stack, "kafka"):
         scenario.wait_for_commit_after(worker.started_at)
         time.sleep(rng.uniform(1.0, 3.0))
-        stack.kill("kafka")
-        crash = scenario.fault("broker killed (crash)")
-        time.sleep(2.0)
-        stack.start("kafka")
+        crash = outage(scenario, stack, "kafka", "broker killed (crash)", crash=True, down=2.0)
         scenario.wait_for_commit_after(crash, timeout=180)
         time.sleep(rng.uniform(1.0, 3.0))
-        stack.stop("kafka")
-        stop = scenario.fault("broker stopped (clean shutdown)")
-        stack.start("kafka")
+        stop = outage(
+            scenario, stack, "kafka", "broker stopped (clean shutdown)", crash=False, down=0.0
+        )
         scenario.wait_for_commit_after(stop, timeout=180)
-    finally:
-        if not stack.ready("kafka"):
-            stack.start("kafka")
     conclude(scenario, records, oracle, record_verdict)
 
 

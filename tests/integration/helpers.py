@@ -156,6 +156,12 @@ def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
         return 0, ""
 
 
+def metrics_text(port: int) -> str | None:
+    """The worker's `/metrics` page; None while it does not answer it with 200."""
+    status, text = scrape(port)
+    return text if status == 200 else None
+
+
 def wait_for(condition: Callable[[], bool], timeout: float) -> None:
     import time
 

@@ -6,7 +6,6 @@ partition, event age, and arroyo's own metrics."""
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.integration.helpers import (
     end_offsets,
     free_port,
     make_project,
+    metrics_text,
     produce_events,
     produce_raw,
     start_worker,
@@ -33,10 +33,8 @@ GOOD = 300
 
 
 def _samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
+    text = metrics_text(port)
+    if text is None:
         return None
     found = {}
     for family in text_string_to_metric_families(text):

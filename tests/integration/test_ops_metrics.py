@@ -20,9 +20,9 @@ from consumer.settings import Settings
 from tests.integration.helpers import (
     free_port,
     make_project,
+    metrics_text,
     produce_events,
     produce_raw,
-    scrape,
     start_worker,
 )
 from tests.unit.test_ops_queries import used_metrics
@@ -33,11 +33,6 @@ GOOD = 600
 # Metrics the dashboard or alerts use that a running worker may legitimately not export yet,
 # with the reason (none today: storage, pipeline and strategy are all wired).
 NOT_YET_EXPORTED: dict[str, str] = {}
-
-
-def _scrape(port: int) -> str | None:
-    status, text = scrape(port)
-    return text if status == 200 else None
 
 
 def _series(text: str) -> tuple[set[str], set[str], float]:
@@ -91,7 +86,7 @@ def test_every_metric_of_the_dashboard_and_alerts_is_exported(
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and worker.poll() is None:
-            text = _scrape(port)
+            text = metrics_text(port)
             if text is not None:
                 present, families, saved = _series(text)
                 if saved >= GOOD and set(wanted) <= present | set(NOT_YET_EXPORTED):

@@ -4,8 +4,12 @@ the current code must match byte for byte (`test_stored_bytes.py`).
 Only the functions that work changed are here, as they were (their metrics and logging left
 out: they store nothing); the rest (culprit, event metrics, nodes, environments, the storage
 resolution of releases and environments, the plugin registry's value functions, Relay) is
-imported from the pipeline, unchanged. The reference is the old code on purpose, not a second
-implementation of the rules: when a rule changes on purpose, change both and say why.
+imported from the pipeline, unchanged. So are the tables those functions read, which that work
+did not touch either (tag length, interface scores and fields, context tag formats, the
+user-agent header slots): the reference checks the rewritten code against the old, not these
+tables, and a change to one of them reaches both sides. The reference is the old code on
+purpose, not a second implementation of the rules: when a rule changes on purpose, change both
+and say why.
 """
 
 from __future__ import annotations
@@ -18,23 +22,29 @@ from datetime import UTC, datetime
 from typing import Any
 
 from consumer.errors import BadMessage
+from consumer.pipeline.contexts import CONTEXT_TAG_FORMATS
 from consumer.pipeline.culprit import get_culprit
 from consumer.pipeline.environments import apply_environments, resolve_environments
 from consumer.pipeline.event_metrics import apply_event_metrics
+from consumer.pipeline.interfaces import (
+    FRAME_FIELDS,
+    INTERFACE_SCORES,
+    MECHANISM_FIELDS,
+    REQUEST_FIELDS,
+    SDK_FIELDS,
+)
 from consumer.pipeline.job import Job
 from consumer.pipeline.message import DEFAULT_LEVEL, OPTIONAL_EVENT_KEYS, Skip
 from consumer.pipeline.nodes import encode_nodes
 from consumer.pipeline.plugins import PLUGINS, TagPlugin, _PluginFailed
 from consumer.pipeline.releases import ResolvedReleases, dist_too_long, resolve_releases
 from consumer.pipeline.storage_api import StorageAPI
-from consumer.pipeline.user_agent import UserAgentContexts
+from consumer.pipeline.tags import ELLIPSIS, MAX_TAG_VALUE_LENGTH
+from consumer.pipeline.user_agent import _HEADER_SLOTS, _NO_INFO, UserAgentContexts
 from consumer.pipeline.users import event_user
 from consumer.storage.models import Project
 
 # ----------------------------------------------------------------------------- tags.py
-
-MAX_TAG_VALUE_LENGTH = 200
-ELLIPSIS = "..."
 
 
 def truncatechars(value: str, length: int) -> str:
@@ -190,15 +200,6 @@ def build_event(message: dict[str, Any]) -> tuple[str, str, dict[str, Any], Any]
 
 # ----------------------------------------------------------------------------- user_agent.py
 
-_HEADER_SLOTS = {
-    "user-agent": 0,
-    "sec-ch-ua": 1,
-    "sec-ch-ua-model": 2,
-    "sec-ch-ua-platform": 3,
-    "sec-ch-ua-platform-version": 4,
-}
-_NO_INFO = (None, None, None, None, None)
-
 
 def user_agent_info(event: dict[str, Any]) -> tuple[str | None, ...] | None:
     request = event.get("request")
@@ -341,78 +342,6 @@ def apply_event_users(jobs: Sequence[Job]) -> None:
 
 # ----------------------------------------------------------------------------- interfaces.py
 
-INTERFACE_SCORES: dict[str, int] = {
-    "csp": 1300,
-    "hpkp": 1300,
-    "expectct": 1300,
-    "expectstaple": 1300,
-    "nel": 0,
-    "exception": 2000,
-    "logentry": 0,
-    "request": 800,
-    "sdk": 0,
-    "stacktrace": 1950,
-    "template": 1100,
-    "user": 1,
-    "breadcrumbs": 800,
-    "contexts": 800,
-    "threads": 1900,
-    "debug_meta": 0,
-    "spans": 1950,
-}
-REQUEST_FIELDS = (
-    "api_target",
-    "method",
-    "url",
-    "fragment",
-    "cookies",
-    "headers",
-    "data",
-    "env",
-    "inferred_content_type",
-)
-SDK_FIELDS = ("name", "version", "integrations", "packages")
-FRAME_FIELDS = (
-    "abs_path",
-    "colno",
-    "context_line",
-    "data",
-    "errors",
-    "filename",
-    "function",
-    "raw_function",
-    "image_addr",
-    "in_app",
-    "instruction_addr",
-    "addr_mode",
-    "lineno",
-    "module",
-    "package",
-    "platform",
-    "post_context",
-    "pre_context",
-    "source_link",
-    "symbol",
-    "symbol_addr",
-    "trust",
-    "vars",
-    "snapshot",
-    "lock",
-)
-MECHANISM_FIELDS = (
-    "type",
-    "synthetic",
-    "description",
-    "help_link",
-    "handled",
-    "data",
-    "meta",
-    "source",
-    "is_exception_group",
-    "exception_id",
-    "parent_id",
-)
-
 
 def _fill(target: dict[str, Any], fields: tuple[str, ...]) -> None:
     for name in fields:
@@ -551,18 +480,6 @@ def apply_plugin_tags(jobs: Sequence[Job], options: Mapping[int, Mapping[str, An
 
 # ----------------------------------------------------------------------------- contexts.py
 
-CONTEXT_TAG_FORMATS: dict[str, dict[str, str]] = {
-    "default": {},
-    "app": {"device": "{device_app_hash}"},
-    "device": {"": "{model}", "family": "{family}"},
-    "runtime": {"": "{name} {version}", "name": "{name}"},
-    "browser": {"": "{name} {version}", "name": "{name}"},
-    "os": {"": "{name} {version}", "name": "{name}", "rooted": "{rooted}"},
-    "gpu": {"name": "{name}", "vendor": "{vendor_name}"},
-    "monitor": {"id": "{id}", "slug": "{slug}"},
-    "trace": {},
-    "otel": {},
-}
 Compiled = tuple[tuple[str, ...], tuple[str, ...]]
 
 

@@ -52,6 +52,23 @@ def events_per_scenario() -> int:
     return int(os.environ.get("FAULTS_EVENTS", "1000"))
 
 
+# A redelivered message is written again (the nodestore upsert replaces the row, and with it the
+# row's xmin), so the row's own commit time is its latest write. The commit audit needs the
+# first: a trigger, in the suite's databases only, notes each node's first insert in a side
+# table whose row shares the writing transaction (its xmin's commit time is the first write's).
+FIRST_WRITE_AUDIT = """
+CREATE TABLE faults_first_write (id text PRIMARY KEY);
+CREATE FUNCTION faults_note_first_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO faults_first_write (id) VALUES (NEW.id) ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+-- AFTER INSERT row triggers fire for inserted rows only, not for ON CONFLICT's updates.
+CREATE TRIGGER faults_first_write AFTER INSERT ON nodestore_node
+    FOR EACH ROW EXECUTE FUNCTION faults_note_first_write();
+"""
+
+
 @dataclass
 class Scenario:
     stack: FaultStack
@@ -85,6 +102,7 @@ class Scenario:
         migrate(database_url)
         organization_of: dict[int, int] = {}
         with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(FIRST_WRITE_AUDIT)
             for org_index in range(organizations):
                 org_id = create_organization(conn, f"{name}-org-{org_index}".replace("_", "-"))
                 for project_index in range(projects_per_organization):

@@ -11,7 +11,7 @@ from tests.faults.expect import FieldOracle, content_mismatches, expected_rows
 from tests.faults.sampler import Sample
 from tests.faults.scenario import recovery_times
 from tests.faults.traffic import Occurrences, Sent, good, mix
-from tests.faults.verdict import audit_commits
+from tests.faults.verdict import audit_commits, commits_moved_back
 
 
 def _record(offset: int, outcome: str = "saved", partition: int = 0) -> Sent:
@@ -40,6 +40,12 @@ def test_a_commit_past_a_message_never_done_is_caught() -> None:
     records = [_record(0), _record(1)]
     violations = audit_commits(records, {(0, 1): 5.0}, [Sample(30.0, {0: 2})])
     assert violations and "at 0 was never done" in violations[0]
+
+
+def test_a_committed_offset_that_moves_back_is_reported() -> None:
+    samples = [Sample(1.0, {0: 5, 1: 7}), Sample(2.0, {0: 9, 1: 7}), Sample(3.0, {0: 6, 1: 8})]
+    assert commits_moved_back(samples) == ["partition 0 9 -> 6 at 3.000"]
+    assert commits_moved_back(samples[:2]) == []
 
 
 def test_recovery_is_the_time_until_every_moving_partition_commits_again() -> None:

@@ -23,14 +23,17 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from psycopg_pool import ConnectionPool
 
+from consumer.storage.migrate import migrate
+from consumer.storage.nodestore import SMALL_WRITE, NodeStore
 from scripts.services import ROOT
 from tests.faults.corpus import KINDS, Context, corpus
 from tests.faults.expect import FieldOracle
-from tests.faults.scenario import SEED, Scenario, events_per_scenario
+from tests.faults.scenario import FIRST_WRITE_AUDIT, SEED, Scenario, events_per_scenario
 from tests.faults.stack import FaultStack
 from tests.faults.traffic import Occurrences, Sent, mix
-from tests.faults.verdict import Verdict
+from tests.faults.verdict import Verdict, read_nodes
 
 EVENTS = events_per_scenario()
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300 + EVENTS // 40)]
@@ -389,3 +392,39 @@ def saved_but_uncommitted(scenario: Scenario, records: list[Sent], moment: float
         for r in found
         if r.offset >= sample.offsets.get(r.partition, 0)
     ]
+
+
+def test_the_audit_dates_a_node_by_its_first_write(stack: FaultStack) -> None:
+    """A redelivered message rewrites its rows; the commit audit must still see the first write
+    (else a commit made after it would look premature). Both write paths: VALUES and COPY."""
+    database_url = stack.create_database(f"faults_audit_{os.getpid()}_{int(time.time())}")
+    migrate(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(FIRST_WRITE_AUDIT)
+    pool = ConnectionPool(database_url, min_size=1, max_size=1, open=True)
+    try:
+        store = NodeStore(pool)
+        few = [(f"few-{i}", "a") for i in range(2)]
+        many = [(f"many-{i}", "a") for i in range(SMALL_WRITE + 4)]
+        store.set_many_encoded(few)
+        store.set_many_encoded(many)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            first = read_nodes(conn)
+        time.sleep(0.05)
+        store.set_many_encoded([(i, "b") for i, _ in few])
+        store.set_many_encoded([(i, "b") for i, _ in many])
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            again = read_nodes(conn)
+            rows = conn.execute("SELECT count(*) FROM faults_first_write").fetchone()
+    finally:
+        pool.close()
+    assert rows == (len(few) + len(many),)
+    assert not any(node.rewritten for node in first.values())
+    assert all(node.rewritten for node in again.values())
+    assert {i: node.data for i, node in again.items()} == {i: "b" for i, _ in few + many}
+    assert {i: node.first for i, node in again.items()} == {
+        i: node.first for i, node in first.items()
+    }
+    for node_id, node in again.items():
+        assert node.first is not None and node.last is not None
+        assert node.last > node.first, node_id

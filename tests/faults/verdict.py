@@ -8,7 +8,7 @@
   naming it, and an acceptable reason; no other message is;
 * skipped messages are neither saved nor dead-lettered;
 * at every sampled moment, every message below the group's committed offset had been written
-  (the commit time of the transaction that wrote its nodestore rows), dead-lettered (the time
+  (the commit time of the transaction that first wrote its nodestore rows), dead-lettered (the time
   the broker appended the dead letter) or was one to skip; finally the committed offsets are
   the end offsets.
 """
@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, TopicPartition
@@ -152,6 +152,30 @@ def read_rows(conn: psycopg.Connection[Any]) -> tuple[Rows, dict[str, int]]:
     return rows, counts
 
 
+class Node(NamedTuple):
+    data: str
+    first: datetime | None  # commit time of the transaction that first wrote the row
+    last: datetime | None  # commit time of the transaction that wrote it last
+    rewritten: bool  # written again (by a redelivered message) after its first write
+
+
+def read_nodes(conn: psycopg.Connection[Any]) -> dict[str, Node]:
+    """Every `nodestore_node` row with its first and last write times.
+
+    A row's write time is the commit time of the transaction that wrote it (track_commit_timestamp
+    is on in the private server): when it became durable. The upsert replaces a redelivered
+    row, and with it the row's xmin, so the first writer comes from the scenario's trigger
+    (`faults_first_write`, whose row shares the writing transaction)."""
+    return {
+        node_id: Node(data, first, last, bool(rewritten))
+        for node_id, data, first, last, rewritten in conn.execute(
+            "SELECT n.id, n.data, pg_xact_commit_timestamp(f.xmin),"
+            " pg_xact_commit_timestamp(n.xmin), n.xmin <> f.xmin"
+            " FROM nodestore_node n LEFT JOIN faults_first_write f USING (id)"
+        ).fetchall()
+    }
+
+
 def judge(
     verdict: Verdict,
     records: Sequence[Sent],
@@ -172,22 +196,19 @@ def judge(
 
     # ------------------------------------------------------------------ nodestore
     with psycopg.connect(database_url, autocommit=True) as conn:
-        # A row's write time is the commit time of the transaction that wrote it
-        # (track_commit_timestamp is on in the private server): when it became durable.
-        nodes: dict[str, tuple[str, datetime | None]] = {
-            node_id: (data, committed)
-            for node_id, data, committed in conn.execute(
-                "SELECT id, data, pg_xact_commit_timestamp(xmin) FROM nodestore_node"
-            ).fetchall()
-        }
+        nodes = read_nodes(conn)
         node_rows = conn.execute("SELECT count(*) FROM nodestore_node").fetchone()
         rows, counts = read_rows(conn)
     assert node_rows is not None
     verdict.duplicated += int(node_rows[0]) - len(nodes)
+    rewritten = sum(node.rewritten for node in nodes.values())
+    if rewritten:
+        verdict.notes.append(f"{rewritten} nodestore rows written again by redelivered messages")
 
     to_save = [r for r in records if r.outcome == "saved"]
     expected_nodes: set[str] = set()
-    written_at: dict[tuple[int, int], float] = {}
+    written_at: dict[tuple[int, int], float] = {}  # first writes: what the commit audit needs
+    rewritten_at: dict[tuple[int, int], float] = {}  # last writes: where redeliveries show
     lost: list[Sent] = []
     wrong: list[str] = []
     undated = 0
@@ -198,14 +219,14 @@ def judge(
         if event_row is None or occurrence_row is None:
             lost.append(record)
             continue
-        if event_row[1] is None or occurrence_row[1] is None:
+        position = (record.partition, record.offset)
+        if None in (event_row.first, occurrence_row.first, event_row.last, occurrence_row.last):
             undated += 1
         else:
-            written_at[(record.partition, record.offset)] = max(
-                event_row[1].timestamp(), occurrence_row[1].timestamp()
-            )
-        document, _ = decode_blob(event_row[0])
-        occurrence, _ = decode_blob(occurrence_row[0])
+            written_at[position] = max(_at(event_row.first), _at(occurrence_row.first))
+            rewritten_at[position] = max(_at(event_row.last), _at(occurrence_row.last))
+        document, _ = decode_blob(event_row.data)
+        occurrence, _ = decode_blob(occurrence_row.data)
         for problem in content_mismatches(record, document, occurrence, oracle):
             wrong.append(f"{record.kind} at {record.partition}/{record.offset}: {problem}")
     if undated:
@@ -293,6 +314,16 @@ def judge(
     # ------------------------------------------------------------------ committed offsets
     done_at: dict[tuple[int, int], float] = {**written_at, **lettered_at}
     violations = audit_commits(records, done_at, samples)
+    redelivered = audit_commits(records, {**rewritten_at, **lettered_at}, samples)
+    if redelivered and not violations:
+        verdict.notes.append(
+            f"{len(redelivered)} sampled commits were followed by a redelivery below them "
+            "(saved before the commit, written again after it: at least once), e.g. "
+            + redelivered[0]
+        )
+    backwards = commits_moved_back(samples)
+    if backwards:
+        verdict.notes.append("committed offsets moved back: " + "; ".join(backwards[:3]))
     if violations:
         verdict.fail(
             f"committed offsets passed unsaved work {len(violations)} times: "
@@ -346,3 +377,22 @@ def audit_commits(
                 + ("never done" if when is None else f"done at {when:.3f}")
             )
     return violations
+
+
+def _at(moment: datetime | None) -> float:
+    assert moment is not None
+    return moment.timestamp()
+
+
+def commits_moved_back(samples: Sequence[Sample]) -> list[str]:
+    """Where a partition's committed offset was lower than in the sample before (a commit the
+    broker lost or one made from an older position): not a loss, but the cause of redelivery."""
+    moves: list[str] = []
+    previous: dict[int, int] = {}
+    for sample in samples:
+        for partition, committed in sample.offsets.items():
+            before = previous.get(partition)
+            if before is not None and committed < before:
+                moves.append(f"partition {partition} {before} -> {committed} at {sample.at:.3f}")
+            previous[partition] = committed
+    return moves

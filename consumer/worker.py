@@ -28,7 +28,7 @@ from arroyo.types import Commit, Partition, Topic
 from consumer import metrics
 from consumer.endpoint import Liveness, LivenessConsumer, default_liveness_path
 from consumer.errors import ConsumerError, FatalError, TransientError
-from consumer.pipeline.message import decode
+from consumer.pipeline.message import process_decoder
 from consumer.pipeline.save import EventSaver
 from consumer.settings import Settings
 from consumer.storage.store import Storage
@@ -135,7 +135,7 @@ def build_factory(
         retry_deadline=settings.worker.retry_deadline,
     )
     factory = StrategyFactory(
-        Classify(decode, settings.kafka.max_message_bytes, idle),
+        Classify(process_decoder(), settings.kafka.max_message_bytes, idle),
         batch_saver,
         settings.worker,
         idle=idle,

@@ -2,12 +2,16 @@
 compressing the same events in the same run (issue 4's targets).
 
     python -m consumer.pipeline.bench [--samples DIR] [--events N] [--runs R] [--batch B]
+                                      [--per-message | --compare]
 
 Two event mixes: Sentry's sample events (when the folder exists), each wrapped as an
 occurrence, and events captured from the real sentry-sdk client. Every part is timed with the
 process CPU clock over whole batches and divided by the number of events; the table shows the
 median of the runs. Storage is an in-memory stand-in (its calls are reported apart, as
-"storage (in-memory)"): this measures CPU, not database round trips.
+"storage (in-memory)"): this measures CPU, not database round trips. The decode parts run in
+the worker's order: per message up to the event built for Relay, then the batch's Relay calls
+one after the other, then its Jobs (`--per-message`: one message at a time, Relay call
+included, the order before; `--compare`: both, their runs alternating).
 
 Categories:
 * normalize: the Relay call as the worker makes it (JSON of the event in, Relay, JSON out), with
@@ -207,37 +211,22 @@ def run_once(
     batch: int,
     normalizer: EventNormalizer,
     user_agents: UserAgentContexts,
+    *,
+    per_message: bool = False,
 ) -> dict[str, float]:
-    """CPU seconds per part for all `messages`, in batches of `batch`: the decode parts per
-    message, the save steps over each batch, as the worker runs them."""
+    """CPU seconds per part for all `messages`, in batches of `batch`, as the worker runs them:
+    the decode parts per message up to the event built for Relay, then the Relay calls of the
+    batch one after the other, then its Jobs; then the save steps over the batch.
+
+    With `per_message`, the decode parts run one message at a time, Relay call included, as
+    the worker ran them before (each message's Job then made right after its Relay call)."""
     clock = _Clock()
     project = Project(1, 1, "bench", "Bench", 0, 0, None, datetime(2024, 1, 1, tzinfo=UTC))
     projects = {1: project}
     storage = _MemoryStorage(project)
     for start in range(0, len(messages), batch):
-        # Per message, in the order the decode step runs them (main thread, before batching).
-        jobs: list[Job] = []
-        parsed: list[dict[str, Any]] = []
-        for value in messages[start : start + batch]:
-            with clock("message decode"):
-                message = message_module.parse(value)
-            with clock("build event"):
-                built = message_module.build_event(message)
-                message.pop("event")
-            if not isinstance(built, Occurrence):
-                raise RuntimeError("the bench mix must hold occurrences with events only")
-            with clock("normalize"):
-                data = normalizer.normalize(built.event, 1)
-            with clock("build event"):
-                job = Job(1, built.event_id, built.occurrence_id, data, message, len(value))
-            with clock(BASELINE_PARTS[0]):
-                normalizer.normalize_raw(orjson.dumps(built.event), 1, normalize_user_agent=True)
-            jobs.append(job)
-            parsed.append(message)
-            # The event as built for Relay dies here (in the worker: when decode returns).
-            with clock("free"):
-                del built
-
+        decode = _decode_per_message if per_message else _decode_two_phase
+        jobs, parsed = decode(messages[start : start + batch], clock, normalizer)
         # Per batch, on the save thread.
         with clock("user_agent"):
             for job in jobs:
@@ -274,10 +263,82 @@ def run_once(
                 encode_blob(job.occurrence, compression=ZLIB_DEFAULT)
         # Freeing a batch's documents is real work; timed apart so no step is charged for it.
         with clock("free"):
-            del jobs, parsed, message, data, job
+            del jobs, parsed, job
         with clock("garbage collection"):
             gc.collect()
     return clock.seconds
+
+
+def _decode_per_message(
+    values: Sequence[bytes], clock: _Clock, normalizer: EventNormalizer
+) -> tuple[list[Job], list[dict[str, Any]]]:
+    """Per message, each one's parts in order (the `per_message` order)."""
+    jobs: list[Job] = []
+    parsed: list[dict[str, Any]] = []
+    for value in values:
+        with clock("message decode"):
+            message = message_module.parse(value)
+        with clock("build event"):
+            built = message_module.build_event(message)
+            message.pop("event")
+        if not isinstance(built, Occurrence):
+            raise RuntimeError("the bench mix must hold occurrences with events only")
+        with clock("normalize"):
+            data = normalizer.normalize(built.event, 1)
+        with clock("build event"):
+            job = Job(1, built.event_id, built.occurrence_id, data, message, len(value))
+        with clock(BASELINE_PARTS[0]):
+            normalizer.normalize_raw(orjson.dumps(built.event), 1, normalize_user_agent=True)
+        jobs.append(job)
+        parsed.append(message)
+        # The event as built for Relay dies here (in the worker: when decode returns).
+        with clock("free"):
+            del built
+    return jobs, parsed
+
+
+def _decode_two_phase(
+    values: Sequence[bytes], clock: _Clock, normalizer: EventNormalizer
+) -> tuple[list[Job], list[dict[str, Any]]]:
+    """The same parts in the phases the decode steps run them (main thread): the Python before
+    Relay per message, then every Relay call of the batch, then every Job."""
+    built_events: list[Occurrence] = []
+    parsed: list[dict[str, Any]] = []
+    for value in values:
+        with clock("message decode"):
+            message = message_module.parse(value)
+        with clock("build event"):
+            built = message_module.build_event(message)
+            message.pop("event")
+        if not isinstance(built, Occurrence):
+            raise RuntimeError("the bench mix must hold occurrences with events only")
+        built_events.append(built)
+        parsed.append(message)
+    normalized: list[dict[str, Any]] = []
+    ids: list[tuple[str, str]] = []
+    for built in built_events:
+        with clock("normalize"):
+            normalized.append(normalizer.normalize(built.event, 1))
+        with clock(BASELINE_PARTS[0]):
+            normalizer.normalize_raw(orjson.dumps(built.event), 1, normalize_user_agent=True)
+        ids.append((built.event_id, built.occurrence_id))
+        # The event as built for Relay dies here (in the worker: `MessageDecoder.finish` drops
+        # it right after its Relay call).
+        with clock("free"):
+            built.event.clear()
+    del built_events, built
+    with clock("build event"):
+        jobs = [
+            Job(1, event_id, occurrence_id, data, message, len(value))
+            for (event_id, occurrence_id), data, message, value in zip(
+                ids, normalized, parsed, values, strict=True
+            )
+        ]
+    return jobs, parsed
+
+
+def _pipeline(micros: dict[str, float]) -> float:
+    return sum(micros.get(part, 0.0) for part in PIPELINE_PARTS) - micros.get(EVENT_JSON, 0.0)
 
 
 @dataclass
@@ -286,11 +347,12 @@ class Report:
     events: int
     mean_message_bytes: float
     micros: dict[str, float]  # median µs per event, per part
+    pipeline_runs: list[float]  # pipeline work of each run, in the order they ran
 
     @property
     def pipeline(self) -> float:
         """Pipeline work, the event's JSON counted with compression as in the baseline."""
-        return sum(self.micros[part] for part in PIPELINE_PARTS) - self.micros[EVENT_JSON]
+        return _pipeline(self.micros)
 
     @property
     def total(self) -> float:
@@ -310,6 +372,8 @@ class Report:
             if part == "event_metrics":
                 lines.append(f"  {EVENT_JSON:<40} {self.micros[EVENT_JSON]:8.1f}")
         lines.append(f"  {'pipeline work, JSON aside (target <= 30)':<40} {self.pipeline:8.1f}")
+        runs = " ".join(f"{micros:.1f}" for micros in self.pipeline_runs)
+        lines.append(f"  {'  of each run':<40} {runs}")
         lines.append(f"  {'total':<40} {self.total:8.1f}")
         lines.append(f"  {'baseline (normalize with UA + compress)':<40} {self.baseline:8.1f}")
         lines.append(
@@ -318,8 +382,22 @@ class Report:
         return "\n".join(lines)
 
 
-def measure(mix: Mix, *, runs: int = 5, batch: int = 500, pause_gc: bool = True) -> Report:
-    """Median CPU µs per event and part.
+# The orders of the decode parts `run_once` knows: the worker's, and the one it ran before.
+BATCH_ORDER = "Relay per batch"
+PER_MESSAGE_ORDER = "Relay per message"
+
+
+def measure(
+    mix: Mix,
+    *,
+    runs: int = 5,
+    batch: int = 500,
+    pause_gc: bool = True,
+    orders: Sequence[str] = (BATCH_ORDER,),
+) -> list[Report]:
+    """Median CPU µs per event and part, one report per order of the decode parts (`orders`,
+    see `run_once`); with two, their runs alternate (AB, BA, AB...) so that the noise of a
+    shared machine falls on both alike.
 
     With `pause_gc` (the default) the cyclic garbage collector is paused during the runs and
     run once per batch instead (its own line), over the objects made since the warm-up
@@ -328,23 +406,53 @@ def measure(mix: Mix, *, runs: int = 5, batch: int = 500, pause_gc: bool = True)
     it run (then mostly charged to message decode)."""
     normalizer = EventNormalizer()
     user_agents = user_agent_contexts()
-    run_once(mix.messages[:batch], batch, normalizer, user_agents)  # warm up: caches, allocator
+    for order in orders:  # warm up: caches, allocator
+        run_once(
+            mix.messages[:batch],
+            batch,
+            normalizer,
+            user_agents,
+            per_message=order == PER_MESSAGE_ORDER,
+        )
     gc.collect()
     if pause_gc:
         gc.freeze()
         gc.disable()
+    per_run: dict[str, list[dict[str, float]]] = {order: [] for order in orders}
     try:
-        per_run = [run_once(mix.messages, batch, normalizer, user_agents) for _ in range(runs)]
+        for index in range(runs):
+            for order in orders if index % 2 == 0 else orders[::-1]:
+                per_run[order].append(
+                    run_once(
+                        mix.messages,
+                        batch,
+                        normalizer,
+                        user_agents,
+                        per_message=order == PER_MESSAGE_ORDER,
+                    )
+                )
     finally:
         if pause_gc:
             gc.enable()
             gc.unfreeze()
     count = len(mix.messages)
-    micros = {
-        part: statistics.median(run.get(part, 0.0) for run in per_run) / count * 1e6
-        for part in (*PARTS, *BASELINE_PARTS, EVENT_JSON)
-    }
-    return Report(mix.name, count, statistics.mean(map(len, mix.messages)), micros)
+    name = mix.name if len(orders) == 1 else None
+    reports = []
+    for order, seconds in per_run.items():
+        micros = {
+            part: statistics.median(run.get(part, 0.0) for run in seconds) / count * 1e6
+            for part in (*PARTS, *BASELINE_PARTS, EVENT_JSON)
+        }
+        reports.append(
+            Report(
+                name or f"{mix.name}, {order}",
+                count,
+                statistics.mean(map(len, mix.messages)),
+                micros,
+                [_pipeline({part: s / count * 1e6 for part, s in run.items()}) for run in seconds],
+            )
+        )
+    return reports
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,13 +465,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--default-gc", action="store_true", help="leave the garbage collector as Python has it"
     )
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument(
+        "--per-message",
+        action="store_true",
+        help="run each message's decode parts, Relay call included, one message at a time",
+    )
+    order.add_argument(
+        "--compare",
+        action="store_true",
+        help="both orders of the decode parts, their runs alternating (A/B)",
+    )
     args = parser.parse_args(argv)
+    orders = [PER_MESSAGE_ORDER if args.per_message else BATCH_ORDER]
+    if args.compare:
+        orders = [PER_MESSAGE_ORDER, BATCH_ORDER]
     mixes = [sdk_mix(args.events)]
     if args.samples.is_dir():
         mixes.insert(0, sample_mix(args.samples, args.events))
     for mix in mixes:
-        report = measure(mix, runs=args.runs, batch=args.batch, pause_gc=not args.default_gc)
-        print(report.table())  # noqa: T201 - a command's output
+        reports = measure(
+            mix, runs=args.runs, batch=args.batch, pause_gc=not args.default_gc, orders=orders
+        )
+        for report in reports:
+            print(report.table())  # noqa: T201 - a command's output
     return 0
 
 

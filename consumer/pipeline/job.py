@@ -1,6 +1,6 @@
 """The Job: one occurrence with its event, on its way through save_generic_events.
 
-A Job is built by `message.decode` on the main thread (the event normalized by Relay) and then
+A Job is built by `MessageDecoder.finish` on the main thread (the event normalized by Relay) and then
 completed (user-agent contexts, top-level attributes pulled out, reference §2.0) and mutated by
 the steps of `save_generic_events` on the save thread (reference §1 lists Sentry's job keys; these fields are
 the ones the generic path uses).
@@ -47,12 +47,13 @@ class Job:
     # The event's `received` as the message carried it (Relay replaces the event's own with the
     # normalization time), for the event-age metric.
     received: Any = None
-    # CPU seconds spent on this message before batching, reported per batch by the save step.
+    # Seconds spent on this message on the main thread (its share of the batch's Jobs included),
+    # reported per batch by the save step.
     decode_seconds: float = 0.0
     normalize_seconds: float = 0.0
     # Filled by the steps of save_generic_events (None until then: a Job is made per message on
-    # the main thread, right after a Relay call, where every default made costs). `interfaces` is
-    # computed once, by the first step that needs it (see `interfaces.event_interfaces`).
+    # the main thread, where every default made costs). `interfaces` is computed once, by the
+    # first step that needs it (see `interfaces.event_interfaces`).
     interfaces: tuple[str, ...] | None = None
     release_id: int | None = None
     dist_id: int | None = None

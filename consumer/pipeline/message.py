@@ -1,9 +1,10 @@
 """Message to Job: decode, validate, build, normalize and pull apart one `ingest-occurrences`
 message (CONTRACT §2, reference §7.2 and §2.0).
 
-Runs per message on the consumer's main thread (see `normalize.py` for why normalization runs
-here); the user-agent contexts and the pulling apart of the event (reference §2.0) follow per
-batch on the save thread (`save.py`). No I/O. Raises BadMessage with a stable `reason` for anything that can never be saved;
+Runs on the consumer's main thread, in two halves (`MessageDecoder`): per message up to the
+event built for Relay, then per batch the Relay calls and the Jobs (see `normalize.py` for why
+normalization runs on the main thread); the user-agent contexts and the pulling apart of the
+event (reference §2.0) follow per batch on the save thread (`save.py`). No I/O. Raises BadMessage with a stable `reason` for anything that can never be saved;
 returns a Skip for messages that are valid but not saved. Whether the project and organization
 exist, or were deleted, is decided per batch by the save step.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -82,8 +84,8 @@ def _hex_uuid(raw: Any, field_name: str) -> str:
         raise BadMessage("invalid_id", f"{field_name} must be a UUID string")
     if len(raw) == 32 and not raw.strip(_HEX_DIGITS):
         # Already in that form (32 lowercase hex digits): skip the slower general parser. A
-        # string method, not a regular expression: this runs right after a Relay call, when the
-        # regular expression engine's code and data are out of the CPU's caches.
+        # string method, not a regular expression (chosen when this ran right after a Relay
+        # call, with the regular expression engine's code and data out of the CPU's caches).
         return raw
     try:
         return uuid.UUID(raw).hex
@@ -145,8 +147,9 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
         raise BadMessage("unknown_payload_type", f"payload_type {str(payload_type)[:64]!r}")
 
     # Each type check tries the exact JSON type first, without a call, and asks the helper only
-    # otherwise: this runs once per message right after a Relay call, with cold CPU caches, where
-    # every call and every line of code executed costs several times what it costs in a loop.
+    # otherwise (written when this ran right after a Relay call, with cold CPU caches, where
+    # every call and every line of code executed cost several times what it costs in a loop; it
+    # now runs right after the message's parse, see `MessageDecoder`).
 
     # The schema's "integer" also admits 5.0 (which would name the wrong nodestore nodes) and
     # any size (a project id beyond PostgreSQL's bigint fails every lookup, stopping the batch).
@@ -238,19 +241,47 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
     return Occurrence(occurrence_id, event_id, data, received)
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A message ready for Relay: what `MessageDecoder.prepare` makes of it, and what
+    `MessageDecoder.finish` turns into a Job together with the rest of its batch."""
+
+    project_id: int
+    event_id: str
+    occurrence_id: str
+    # The event to normalize; None once Relay has read it (`finish` drops it there).
+    event: dict[str, Any] | None
+    occurrence: dict[str, Any]
+    occurrence_json: bytes
+    size: int
+    received: Any
+    decode_seconds: float
+    normalize_seconds: float = 0.0
+
+
 class MessageDecoder:
-    """`decode` with its cache of Relay normalizers (per project). One per thread."""
+    """Message to Job in two halves, with its cache of Relay normalizers (per project). One per
+    thread.
+
+    `prepare` runs per message (parse, validate, build the event); `finish` runs per batch:
+    first every Relay call, one after the other, then every Job. Relay's native code evicts the
+    interpreter's code and data from the CPU's caches, so Python run right after each Relay call
+    costs about twice what it costs in a loop; in phases, each phase keeps its own code warm
+    (`python -m consumer.pipeline.bench --per-message` measures the other order). Calling the
+    decoder does both halves for one message.
+    """
 
     def __init__(self, normalizer: EventNormalizer | None = None) -> None:
         self.normalizer = normalizer or EventNormalizer()
 
-    def __call__(self, value: bytes | None) -> Job | Skip:
+    def prepare(self, value: bytes | None) -> Prepared | Skip:
+        """The message checked and its event built, or why it is skipped; BadMessage if it can
+        never be saved."""
         started = time.perf_counter()
         message = parse(value)
         built = build_event(message)
         if isinstance(built, Skip):
             return built
-        project_id: int = message["project_id"]
         message.pop("event")  # what is left is the occurrence document; no copy needed
         try:
             # Encoded once, here: the proof that it can be stored, and what the nodestore stores.
@@ -261,31 +292,83 @@ class MessageDecoder:
             raise BadMessage(
                 "too_deeply_nested", f"the occurrence document cannot be stored: {error}"
             ) from None
-        decoded = time.perf_counter()
-        data = self.normalizer.normalize(built.event, project_id)
-        normalized = time.perf_counter()
-        job = Job(
-            project_id=project_id,
-            event_id=built.event_id,
-            occurrence_id=built.occurrence_id,
-            data=data,
-            occurrence=message,
-            occurrence_json=occurrence_json,
-            size=len(value or b""),
-            received=built.received,
+        return Prepared(
+            message["project_id"],
+            built.event_id,
+            built.occurrence_id,
+            built.event,
+            message,
+            occurrence_json,
+            len(value or b""),
+            built.received,
+            time.perf_counter() - started,
         )
-        finished = time.perf_counter()
-        job.decode_seconds = (decoded - started) + (finished - normalized)
-        job.normalize_seconds = normalized - decoded
-        return job
+
+    def finish(self, batch: Sequence[Prepared]) -> list[Job | BadMessage]:
+        """Normalize every prepared message, then make its Job: one result per message, in
+        order, a BadMessage for an event Relay rejects (`normalization_failed`)."""
+        clock = time.perf_counter
+        normalize = self.normalizer.normalize
+        results: list[dict[str, Any] | BadMessage] = []
+        for prepared in batch:
+            started = clock()
+            event, prepared.event = prepared.event, None
+            assert event is not None, "a prepared message is finished once"
+            try:
+                results.append(normalize(event, prepared.project_id))
+            except BadMessage as bad:
+                results.append(bad.with_traceback(None))  # its frames would keep the event
+            except RecursionError:
+                results.append(BadMessage("too_deeply_nested", "the event nests too deeply"))
+            # The event as built for Relay dies here, while its memory is still warm.
+            del event
+            prepared.normalize_seconds = clock() - started
+
+        started = clock()
+        jobs: list[Job | BadMessage] = [
+            result
+            if isinstance(result, BadMessage)
+            else Job(
+                project_id=prepared.project_id,
+                event_id=prepared.event_id,
+                occurrence_id=prepared.occurrence_id,
+                data=result,
+                occurrence=prepared.occurrence,
+                occurrence_json=prepared.occurrence_json,
+                size=prepared.size,
+                received=prepared.received,
+            )
+            for prepared, result in zip(batch, results, strict=True)
+        ]
+        share = (clock() - started) / len(batch) if batch else 0.0
+        for prepared, job in zip(batch, jobs, strict=True):
+            if isinstance(job, Job):
+                job.decode_seconds = prepared.decode_seconds + share
+                job.normalize_seconds = prepared.normalize_seconds
+        return jobs
+
+    def __call__(self, value: bytes | None) -> Job | Skip:
+        """Both halves for one message; raises BadMessage as either does."""
+        prepared = self.prepare(value)
+        if isinstance(prepared, Skip):
+            return prepared
+        (result,) = self.finish([prepared])
+        if isinstance(result, BadMessage):
+            raise result
+        return result
 
 
 _decoder: MessageDecoder | None = None
 
 
-def decode(value: bytes | None) -> Job | Skip:
-    """Decode one message with the process's decoder (created on first use; main thread only)."""
+def process_decoder() -> MessageDecoder:
+    """The process's decoder (created on first use; main thread only)."""
     global _decoder
     if _decoder is None:
         _decoder = MessageDecoder()
-    return _decoder(value)
+    return _decoder
+
+
+def decode(value: bytes | None) -> Job | Skip:
+    """Decode one message with the process's decoder."""
+    return process_decoder()(value)

@@ -1,11 +1,12 @@
 """Relay's store normalizer with the arguments Sentry uses (reference §2.0, CONTRACT §3).
 
-Where it runs: the Relay call per message, in `message.decode`, on the consumer's main thread,
-before batching. That keeps an event Relay rejects out of the batch (it is dead-lettered on its
-own instead of being found inside a batch save), and it overlaps with the save thread: the
-Relay call is a C call that releases the GIL, so normalizing the next batch proceeds while the
-save thread works. The user-agent contexts, a cheap pure merge from a cache, are added on the
-save thread, per batch (`save.py`): right after a Relay call the interpreter runs with cold
+Where it runs: the Relay calls of a batch one after the other, in `MessageDecoder.finish`, on
+the consumer's main thread, after batching and before the save (`strategy/decode.py`,
+`NormalizeBatch`). An event Relay rejects becomes a dead letter in its batch there, before the
+save step sees the batch, and normalization overlaps with the save thread: the Relay call is a
+C call that releases the GIL, so normalizing the next batch proceeds while the save thread
+saves the previous one. The user-agent contexts, a cheap pure merge from a cache, are added on
+the save thread, per batch (`save.py`): right after a Relay call the interpreter runs with cold
 caches, and the merge costs three times as much per event there as in a loop over the batch.
 
 Arguments as in Sentry's `EventManager._normalize_impl` for an occurrence (no project config, no

@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 from arroyo.types import BaseValue, BrokerValue
 
-from consumer.strategy.items import Item
+from consumer.strategy.items import Classified, Item
 
-# The batch step only ever sees messages straight from Kafka, so every value is a BrokerValue.
+# The batch step only ever sees messages straight from Kafka, so every value is a BrokerValue:
+# a batch as the decode step classified it, and as the normalize step hands it to the save step.
+ClassifiedBatch = list[BrokerValue[Classified]]
 Batch = list[BrokerValue[Item]]
 
 
@@ -31,12 +33,12 @@ class BatchBuffer:
         self.max_bytes = max_bytes
         self.max_time = max_time
         self.clock = clock
-        self._items: Batch = []
+        self._items: ClassifiedBatch = []
         self._bytes = 0
         self._deadline: float | None = None
 
     @property
-    def buffer(self) -> Batch:
+    def buffer(self) -> ClassifiedBatch:
         return self._items
 
     @property
@@ -57,7 +59,7 @@ class BatchBuffer:
             return "time"
         return ""
 
-    def append(self, message: BaseValue[Item]) -> None:
+    def append(self, message: BaseValue[Classified]) -> None:
         if self._deadline is None:
             self._deadline = self.clock() + self.max_time
         assert isinstance(message, BrokerValue)

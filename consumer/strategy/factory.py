@@ -3,8 +3,9 @@
     Healthcheck (optional: touches a file a supervisor can probe)
       → RunTask(Classify)                 decode and classify on the main thread; never raises
         → Buffer(BatchBuffer)             batch by count, bytes and time
-          → SaveStep(BatchSaver)          save + dead letters on a background thread
-            → CommitOffsets               commit last, after the save returned
+          → RunTask(NormalizeBatch)       Relay over the batch on the main thread; never raises
+            → SaveStep(BatchSaver)        save + dead letters on a background thread
+              → CommitOffsets             commit last, after the save returned
 
 The factory owns what lives across assignments (the saver, its pools and producer); a fresh
 chain is built on every (re)assignment.
@@ -26,10 +27,10 @@ from arroyo.processing.strategies.buffer import Buffer
 from arroyo.types import Commit, Partition
 
 from consumer.settings import WorkerSettings
-from consumer.strategy.batch import Batch, BatchBuffer
-from consumer.strategy.decode import Classify
+from consumer.strategy.batch import BatchBuffer, ClassifiedBatch
+from consumer.strategy.decode import Classify, NormalizeBatch
 from consumer.strategy.idle import IdleMonitor
-from consumer.strategy.items import Item
+from consumer.strategy.items import Classified
 from consumer.strategy.save_step import SaveStep
 
 SaveBatch = Callable[..., None]
@@ -63,13 +64,18 @@ class StrategyFactory(ProcessingStrategyFactory[KafkaPayload]):
         if self.idle is not None:
             self.idle.assigned()
         save = SaveStep(self.save_batch, CommitOffsets(commit), self.idle)
-        batch: Buffer[Item, Batch] = Buffer(
+        # Holds a normalized batch while the previous one is being saved (better_backpressure:
+        # it is not normalized again when the save step rejects it).
+        normalize: ProcessingStrategy[ClassifiedBatch] = RunTask(
+            NormalizeBatch(self.classify.decoder, self.idle), save, better_backpressure=True
+        )
+        batch: Buffer[Classified, ClassifiedBatch] = Buffer(
             BatchBuffer(
                 max_messages=self.worker.batch_size,
                 max_bytes=self.worker.batch_bytes,
                 max_time=self.worker.batch_time_ms / 1000,
             ),
-            save,
+            normalize,
         )
         chain: ProcessingStrategy[KafkaPayload] = RunTask(
             self.classify, batch, better_backpressure=True

@@ -8,7 +8,7 @@ from arroyo.types import BrokerValue, Partition, Topic
 from consumer.errors import FatalError
 from consumer.strategy.batch import BatchBuffer
 from consumer.strategy.guard import DeadLetterGuard
-from consumer.strategy.items import Item, Skipped
+from consumer.strategy.items import Classified, Skipped
 
 
 class Clock:
@@ -19,7 +19,7 @@ class Clock:
         return self.now
 
 
-def _value(offset: int, size: int) -> BrokerValue[Item]:
+def _value(offset: int, size: int) -> BrokerValue[Classified]:
     return BrokerValue(Skipped("x", size), Partition(Topic("t"), 0), offset, datetime.now())
 
 

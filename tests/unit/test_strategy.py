@@ -18,7 +18,7 @@ from arroyo.utils.clock import MockedClock
 
 from consumer.errors import BadMessage, TransientError
 from consumer.pipeline.job import Job
-from consumer.pipeline.message import Skip
+from consumer.pipeline.message import Prepared, Skip
 from consumer.pipeline.save import SaveResult
 from consumer.settings import WorkerSettings
 from consumer.strategy.decode import Classify
@@ -31,21 +31,35 @@ TOPIC = Topic("occurrences")
 GROUP = "workers"
 
 
-def decode(value: bytes | None) -> Job | Skip:
-    """A stand-in decoder: b"good:N" is a job, b"skip" a skip, anything else bad."""
-    assert value is not None
-    if value.startswith(b"good:"):
-        number = int(value[5:])
-        return Job(
-            project_id=1,
-            event_id=f"{number:032x}",
-            occurrence_id=f"{number:032x}",
-            data={},
-            occurrence={},
-        )
-    if value == b"skip":
-        return Skip("status_change")
-    raise BadMessage("invalid_json", "not JSON")
+class StandInDecoder:
+    """b"good:N" is a job, b"relay:N" an event Relay rejects, b"skip" a skip, anything else
+    bad; records the messages of every `finish` call (one per batch)."""
+
+    def __init__(self) -> None:
+        self.finished: list[list[str]] = []
+
+    def prepare(self, value: bytes | None) -> Prepared | Skip:
+        assert value is not None
+        if value.startswith((b"good:", b"relay:")):
+            kind, number = value.decode().split(":")
+            event_id = f"{int(number):032x}"
+            return Prepared(1, event_id, event_id, {"kind": kind}, {}, b"{}", len(value), None, 0.0)
+        if value == b"skip":
+            return Skip("status_change")
+        raise BadMessage("invalid_json", "not JSON")
+
+    def finish(self, batch: Sequence[Prepared]) -> list[Job | BadMessage]:
+        self.finished.append([prepared.event_id for prepared in batch])
+        results: list[Job | BadMessage] = []
+        for prepared in batch:
+            assert prepared.event is not None
+            if prepared.event["kind"] == "relay":
+                results.append(BadMessage("normalization_failed", "Relay rejects it"))
+            else:
+                results.append(
+                    Job(1, prepared.event_id, prepared.occurrence_id, {}, prepared.occurrence)
+                )
+        return results
 
 
 class RecordingSaver:
@@ -98,7 +112,8 @@ class Harness:
             DeadLetterGuard(worker.dlq_guard_window, worker.dlq_guard_ratio),
             retry_deadline=worker.retry_deadline,
         )
-        self.factory = StrategyFactory(Classify(decode, 1_000_000), batch_saver, worker)
+        self.decoder = StandInDecoder()
+        self.factory = StrategyFactory(Classify(self.decoder, 1_000_000), batch_saver, worker)
         self.processor: StreamProcessor[KafkaPayload] = StreamProcessor(
             self.broker.get_consumer(GROUP), TOPIC, self.factory, IMMEDIATE, join_timeout=1.0
         )
@@ -154,7 +169,7 @@ def test_commits_never_pass_unsaved_work(seed: int) -> None:
     sent: dict[int, list[bytes]] = {0: [], 1: []}
     for number in range(40):
         partition = rng.randrange(2)
-        value = rng.choice([f"good:{number}".encode(), b"skip", b"{"])
+        value = rng.choice([f"good:{number}".encode(), f"relay:{number}".encode(), b"skip", b"{"])
         harness.produce(value, partition=partition)
         sent[partition].append(value)
     for _ in range(200):
@@ -173,6 +188,48 @@ def test_commits_never_pass_unsaved_work(seed: int) -> None:
     harness.processor.signal_shutdown()
     harness.processor.run()  # the drain flushes the partial batch
     assert {p: harness.committed(p) for p in sent} == {p: len(v) for p, v in sent.items()}
+
+
+def test_an_event_relay_rejects_is_dead_lettered_with_its_batch() -> None:
+    harness = Harness(batch_size=3)
+    harness.saver.gate.clear()  # the first batch's save hangs
+    harness.produce(b"good:0", b"relay:1", b"good:2")
+
+    harness.run(until=harness.saver.started.is_set)
+    harness.run(10)
+    assert harness.committed() is None
+    assert harness.dead_letters.letters == [], "dead letters are produced inside the batch's save"
+
+    harness.saver.gate.set()
+    harness.run(until=lambda: harness.committed() == 3)
+    assert harness.committed() == 3
+    assert harness.saver.saved == [f"{0:032x}", f"{2:032x}"]
+    assert [(letter.reason, letter.offset) for letter in harness.dead_letters.letters] == [
+        ("normalization_failed", 1)
+    ]
+    assert harness.dead_letters.letters[0].payload.value == b"relay:1"
+    assert harness.dead_letters.letters[0].detail == "Relay rejects it"
+
+
+def test_the_next_batch_is_normalized_once_while_the_previous_one_is_saved() -> None:
+    harness = Harness(batch_size=2)
+    harness.saver.gate.clear()  # the first batch's save hangs
+    harness.produce(b"good:0", b"good:1", b"good:2", b"good:3", b"good:4")
+    harness.run(until=harness.saver.started.is_set)
+    harness.run(20)
+    # The second batch was normalized during the first one's save, and only once although the
+    # save step kept refusing it; the fifth message waits, prepared, in the next batch.
+    assert harness.decoder.finished == [[f"{0:032x}", f"{1:032x}"], [f"{2:032x}", f"{3:032x}"]]
+    assert harness.committed() is None
+
+    harness.saver.gate.set()
+    harness.run(until=lambda: harness.committed() == 4)
+    assert harness.committed() == 4
+    assert len(harness.decoder.finished) == 2
+    harness.processor.signal_shutdown()
+    harness.processor.run()
+    assert harness.committed() == 5
+    assert harness.saver.saved == [f"{n:032x}" for n in range(5)]
 
 
 def test_a_failing_save_commits_nothing() -> None:

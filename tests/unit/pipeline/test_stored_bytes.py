@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -29,7 +29,14 @@ from consumer.loadgen.occurrences import wrap_event
 from consumer.loadgen.sdk import capture_events
 from consumer.pipeline import contexts, interfaces, save, user_agent
 from consumer.pipeline.job import Job
-from consumer.pipeline.message import MessageDecoder, Occurrence, Skip, build_event, parse
+from consumer.pipeline.message import (
+    MessageDecoder,
+    Occurrence,
+    Prepared,
+    Skip,
+    build_event,
+    parse,
+)
 from consumer.pipeline.normalize import EventNormalizer, user_agent_contexts
 from consumer.pipeline.save import EventSaver
 from consumer.pipeline.tags import EventTags
@@ -38,6 +45,8 @@ from tests.unit.pipeline import reference
 from tests.unit.pipeline.builders import ORG_ID, PROJECT_ID
 from tests.unit.pipeline.fake_storage import FakeStorage
 from tests.unit.pipeline.samples import load_samples
+
+T = TypeVar("T")
 
 INSERTED = 1717236000.123456
 # The interface-type plugin on, the URL plugin off: the other way round from the defaults.
@@ -103,15 +112,21 @@ def _copy(job: Job) -> Job:
     )
 
 
-def _batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
-    for start in range(0, len(jobs), size):
-        yield jobs[start : start + size]
+def _batches(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _compare(messages: list[bytes], options: dict[str, Any], monkeypatch: Any) -> int:
     monkeypatch.setattr(save, "inserted_now", lambda: INSERTED)
     decoder = MessageDecoder()
-    decoded = [decoder(value) for value in messages]
+    # As the worker decodes them: each message prepared, then Relay and the Jobs per batch.
+    prepared = [decoder.prepare(value) for value in messages]
+    decoded = [
+        job
+        for batch in _batches([item for item in prepared if isinstance(item, Prepared)], 100)
+        for job in decoder.finish(batch)
+    ]
     jobs = [job for job in decoded if isinstance(job, Job)]
     assert len(jobs) == len(messages)
     references = [_copy(job) for job in jobs]

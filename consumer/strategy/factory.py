@@ -3,7 +3,7 @@
     Healthcheck (optional: touches a file a supervisor can probe)
       → RunTask(Classify)                 decode and classify on the main thread; never raises
         → Buffer(BatchBuffer)             batch by count, bytes and time
-          → RunTask(NormalizeBatch)       Relay over the batch on the main thread; never raises
+          → NormalizeStep                 Relay over the batch on the main thread; never raises
             → SaveStep(BatchSaver)        save + dead letters on a background thread
               → CommitOffsets             commit last, after the save returned
 
@@ -28,7 +28,7 @@ from arroyo.types import Commit, Partition
 
 from consumer.settings import WorkerSettings
 from consumer.strategy.batch import BatchBuffer, ClassifiedBatch
-from consumer.strategy.decode import Classify, NormalizeBatch
+from consumer.strategy.decode import Classify, NormalizeBatch, NormalizeStep
 from consumer.strategy.idle import IdleMonitor
 from consumer.strategy.items import Classified
 from consumer.strategy.save_step import SaveStep
@@ -64,11 +64,7 @@ class StrategyFactory(ProcessingStrategyFactory[KafkaPayload]):
         if self.idle is not None:
             self.idle.assigned()
         save = SaveStep(self.save_batch, CommitOffsets(commit), self.idle)
-        # Holds a normalized batch while the previous one is being saved (better_backpressure:
-        # it is not normalized again when the save step rejects it).
-        normalize: ProcessingStrategy[ClassifiedBatch] = RunTask(
-            NormalizeBatch(self.classify.decoder, self.idle), save, better_backpressure=True
-        )
+        normalize = NormalizeStep(NormalizeBatch(self.classify.decoder, self.idle), save)
         batch: Buffer[Classified, ClassifiedBatch] = Buffer(
             BatchBuffer(
                 max_messages=self.worker.batch_size,

@@ -232,6 +232,26 @@ def test_the_next_batch_is_normalized_once_while_the_previous_one_is_saved() -> 
     assert harness.saver.saved == [f"{n:032x}" for n in range(5)]
 
 
+def test_a_drain_with_a_batch_held_and_one_buffered_saves_both_without_waiting() -> None:
+    """Closing the chain while a normalized batch waits for the save step and a partial batch
+    sits in the buffer: the buffer's join retries its flush without polling the next step, so
+    the normalize step must make progress in its own submit (arroyo's RunTask would reject
+    until the join timeout and the partial batch would stay unsaved)."""
+    harness = Harness(batch_size=2)
+    harness.saver.gate.clear()  # the first batch's save hangs
+    harness.produce(b"good:0", b"good:1", b"good:2", b"good:3", b"good:4")
+    harness.run(until=harness.saver.started.is_set)
+    harness.run(20)
+    assert len(harness.decoder.finished) == 2  # batch 2 normalized and held; message 4 buffered
+    threading.Timer(0.1, harness.saver.gate.set).start()
+    started = time.monotonic()
+    harness.processor.signal_shutdown()
+    harness.processor.run()
+    assert time.monotonic() - started < 0.9, "the drain waited for the join timeout (1 s)"
+    assert harness.committed() == 5
+    assert harness.saver.saved == [f"{n:032x}" for n in range(5)]
+
+
 def test_a_failing_save_commits_nothing() -> None:
     harness = Harness(batch_size=2)
     harness.produce(b"good:0", b"good:1")

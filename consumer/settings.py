@@ -152,7 +152,7 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    batch_size: int = 1000
+    batch_size: int = 500
     batch_time_ms: int = 200
     batch_bytes: int = 16 * 1024 * 1024
     processes: int = 1

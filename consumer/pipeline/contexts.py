@@ -67,7 +67,13 @@ def _format(compiled: Compiled, context: dict[str, Any]) -> str | None:
     first = context.get(first_field)
     if first is None:
         return None
-    parts = [_render(first)]
+    # Fast path: strings, most values, need no call to render; a single field, most formats,
+    # needs no list to join.
+    if type(first) is not str:
+        first = _render(first)
+    if not rest:
+        return first.strip()
+    parts = [first]
     for text, field in rest:
         value = context.get(field)
         if value is None:

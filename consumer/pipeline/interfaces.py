@@ -15,7 +15,6 @@ they read and change nothing.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -232,30 +231,29 @@ _BUILDERS = {
     "exception": _exception,
     "contexts": _contexts,
 }
-# Every interface key with its score and builder (None: kept when it is an object), so that
-# each key of the event costs one lookup.
-_INTERFACES: dict[str, tuple[int, Callable[[Any], bool] | None]] = {
-    key: (score, _BUILDERS.get(key)) for key, score in INTERFACE_SCORES.items()
+# Every interface key with its builder (None: kept when it is an object), so that each key of
+# the event costs one lookup.
+_INTERFACES: dict[str, Callable[[Any], bool] | None] = {
+    key: _BUILDERS.get(key) for key in INTERFACE_SCORES
 }
-_score = operator.itemgetter(0)
-_key = operator.itemgetter(1)
 
 
 def event_interfaces(data: dict[str, Any]) -> tuple[str, ...]:
     """The keys of the event's interfaces, highest score first (ties in the event's key order),
     after applying Sentry's side effects on the event. Call once per event."""
-    found: list[tuple[int, str]] = []
+    found: list[str] = []
     # The event's keys are filtered in C: most of them are no interface.
     for key in filter(_INTERFACES.__contains__, data):
         value = data[key]
         if value is None:
             continue
-        score, builder = _INTERFACES[key]
+        builder = _INTERFACES[key]
         if builder is None:
             if type(value) is not dict:
                 continue
         elif not builder(value):
             continue
-        found.append((score, key))
-    found.sort(key=_score, reverse=True)  # stable, like Sentry's sorted(..., reverse=True)
-    return tuple(map(_key, found))
+        found.append(key)
+    # Stable, like Sentry's sorted(..., reverse=True): ties keep the event's key order.
+    found.sort(key=INTERFACE_SCORES.__getitem__, reverse=True)
+    return tuple(found)

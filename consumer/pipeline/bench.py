@@ -269,6 +269,19 @@ def run_once(
     return clock.seconds
 
 
+def _parse_and_build(value: bytes, clock: _Clock) -> tuple[Occurrence, dict[str, Any]]:
+    """One message parsed and its event built for Relay (what `MessageDecoder.prepare` does),
+    each part on its clock; the message, its event popped, is the occurrence document."""
+    with clock("message decode"):
+        message = message_module.parse(value)
+    with clock("build event"):
+        built = message_module.build_event(message)
+        message.pop("event")
+    if not isinstance(built, Occurrence):
+        raise RuntimeError("the bench mix must hold occurrences with events only")
+    return built, message
+
+
 def _decode_per_message(
     values: Sequence[bytes], clock: _Clock, normalizer: EventNormalizer
 ) -> tuple[list[Job], list[dict[str, Any]]]:
@@ -276,13 +289,7 @@ def _decode_per_message(
     jobs: list[Job] = []
     parsed: list[dict[str, Any]] = []
     for value in values:
-        with clock("message decode"):
-            message = message_module.parse(value)
-        with clock("build event"):
-            built = message_module.build_event(message)
-            message.pop("event")
-        if not isinstance(built, Occurrence):
-            raise RuntimeError("the bench mix must hold occurrences with events only")
+        built, message = _parse_and_build(value, clock)
         with clock("normalize"):
             data = normalizer.normalize(built.event, 1)
         with clock("build event"):
@@ -305,13 +312,7 @@ def _decode_two_phase(
     built_events: list[Occurrence] = []
     parsed: list[dict[str, Any]] = []
     for value in values:
-        with clock("message decode"):
-            message = message_module.parse(value)
-        with clock("build event"):
-            built = message_module.build_event(message)
-            message.pop("event")
-        if not isinstance(built, Occurrence):
-            raise RuntimeError("the bench mix must hold occurrences with events only")
+        built, message = _parse_and_build(value, clock)
         built_events.append(built)
         parsed.append(message)
     normalized: list[dict[str, Any]] = []
@@ -406,14 +407,13 @@ def measure(
     it run (then mostly charged to message decode)."""
     normalizer = EventNormalizer()
     user_agents = user_agent_contexts()
+
+    def once(order: str, messages: Sequence[bytes]) -> dict[str, float]:
+        per_message = order == PER_MESSAGE_ORDER
+        return run_once(messages, batch, normalizer, user_agents, per_message=per_message)
+
     for order in orders:  # warm up: caches, allocator
-        run_once(
-            mix.messages[:batch],
-            batch,
-            normalizer,
-            user_agents,
-            per_message=order == PER_MESSAGE_ORDER,
-        )
+        once(order, mix.messages[:batch])
     gc.collect()
     if pause_gc:
         gc.freeze()
@@ -422,15 +422,7 @@ def measure(
     try:
         for index in range(runs):
             for order in orders if index % 2 == 0 else orders[::-1]:
-                per_run[order].append(
-                    run_once(
-                        mix.messages,
-                        batch,
-                        normalizer,
-                        user_agents,
-                        per_message=order == PER_MESSAGE_ORDER,
-                    )
-                )
+                per_run[order].append(once(order, mix.messages))
     finally:
         if pause_gc:
             gc.enable()

@@ -21,17 +21,19 @@ class Job:
     """What the decode step hands to the save step for one message.
 
     `data` is the event being saved, mutated in place by every step (tags, metadata, metrics)
-    and finally written to the nodestore; `occurrence` is the message without its `event`,
-    written to the nodestore as the occurrence document.
+    and finally written to the nodestore; the occurrence document (the message without its
+    `event`) is written there beside it, from `occurrence_json`, else from `occurrence`.
     """
 
     project_id: int
     event_id: str
     occurrence_id: str
     data: dict[str, Any]
-    occurrence: dict[str, Any]
+    # The occurrence document; None when only its JSON is kept (`occurrence_json`), as the
+    # decoder does.
+    occurrence: dict[str, Any] | None
     size: int = 0
-    # `occurrence` as the nodestore stores it (compact JSON), when decoding encoded it already.
+    # The occurrence document as the nodestore stores it (compact JSON), when already encoded.
     occurrence_json: bytes | None = None
     # Pulled out of the normalized event (Sentry's `_pull_out_data`), once: `pulled`.
     pulled: bool = False

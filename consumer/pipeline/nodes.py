@@ -55,7 +55,8 @@ def encode_nodes(jobs: Sequence[Job], inserted: float, compression: Compression)
     for job in jobs:
         document = event_document(job, inserted)
         encoded = job.occurrence_json
-        occurrence = job.occurrence if encoded is None else orjson.Fragment(encoded)
+        occurrence: Any = job.occurrence if encoded is None else orjson.Fragment(encoded)
+        assert occurrence is not None, "a job carries its occurrence document"
         job.nodes = (
             (
                 event_node_id(job.project_id, job.event_id),

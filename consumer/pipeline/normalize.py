@@ -152,17 +152,21 @@ class EventNormalizer:
         return result
 
     def normalize(self, event: dict[str, Any], project_id: int) -> dict[str, Any]:
-        """The normalized event (a new dict), complete but for the user-agent contexts; an
-        event those could not be merged into is normalized with Relay's own parsing at once."""
+        """The normalized event (a new dict), complete but for the user-agent contexts."""
         try:
             raw = orjson.dumps(event)
         except orjson.JSONEncodeError as error:
             raise BadMessage("normalization_failed", str(error)) from None
+        return self.normalize_json(raw, project_id, event.get("type"))
+
+    def normalize_json(self, raw: bytes, project_id: int, event_type: Any) -> dict[str, Any]:
+        """`normalize` for an event already encoded by orjson, whose `type` is `event_type`; an
+        event the user-agent contexts could not be merged into is normalized with Relay's own
+        parsing at once."""
         result = self.normalize_raw(raw, project_id, normalize_user_agent=False)
         if not mergeable(result):
             # Rare: Relay's own parsing now; `UserAgentContexts.apply` is a no-op on the result.
             result = self.normalize_raw(raw, project_id, normalize_user_agent=True)
-        event_type = event.get("type")
         if event_type in RESTORED_TYPES:
             result["type"] = event_type
         return result

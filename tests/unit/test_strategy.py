@@ -43,7 +43,7 @@ class StandInDecoder:
         if value.startswith((b"good:", b"relay:")):
             kind, number = value.decode().split(":")
             event_id = f"{int(number):032x}"
-            return Prepared(1, event_id, event_id, {"kind": kind}, {}, b"{}", len(value), None, 0.0)
+            return Prepared(1, event_id, event_id, kind.encode(), b"{}", len(value), None, 0.0)
         if value == b"skip":
             return Skip("status_change")
         raise BadMessage("invalid_json", "not JSON")
@@ -52,13 +52,10 @@ class StandInDecoder:
         self.finished.append([prepared.event_id for prepared in batch])
         results: list[Job | BadMessage] = []
         for prepared in batch:
-            assert prepared.event is not None
-            if prepared.event["kind"] == "relay":
+            if prepared.event_json == b"relay":
                 results.append(BadMessage("normalization_failed", "Relay rejects it"))
             else:
-                results.append(
-                    Job(1, prepared.event_id, prepared.occurrence_id, {}, prepared.occurrence)
-                )
+                results.append(Job(1, prepared.event_id, prepared.occurrence_id, {}, {}))
         return results
 
 

@@ -47,7 +47,7 @@ from consumer.pipeline.environments import apply_environments, resolve_environme
 from consumer.pipeline.event_metrics import apply_event_metrics
 from consumer.pipeline.interface_tags import apply_interface_tags
 from consumer.pipeline.job import Job
-from consumer.pipeline.message import Occurrence
+from consumer.pipeline.message import BUILT_EVENT_TYPE, Occurrence
 from consumer.pipeline.metadata import apply_metadata
 from consumer.pipeline.nodes import encode_nodes
 from consumer.pipeline.normalize import EventNormalizer, user_agent_contexts
@@ -228,7 +228,7 @@ def run_once(
     storage = _MemoryStorage(project)
     for start in range(0, len(messages), batch):
         decode = _decode_per_message if per_message else _decode_two_phase
-        jobs, parsed = decode(messages[start : start + batch], clock, normalizer)
+        jobs = decode(messages[start : start + batch], clock, normalizer)
         # Per batch, on the save thread.
         with clock("user_agent"):
             for job in jobs:
@@ -260,17 +260,14 @@ def run_once(
         with clock("compress"):
             encode_nodes(jobs, time.time(), Compression())
         # Sentry encodes the occurrence document from its dict: the baseline does too.
-        occurrences = [
-            job.occurrence if job.occurrence_json is None else orjson.loads(job.occurrence_json)
-            for job in jobs
-        ]
+        occurrences = [orjson.loads(job.occurrence_json) for job in jobs]
         with clock(BASELINE_PARTS[1]):
             for job, occurrence in zip(jobs, occurrences, strict=True):
                 encode_blob(job.data, compression=ZLIB_DEFAULT)  # Sentry's zlib, level 6
                 encode_blob(occurrence, compression=ZLIB_DEFAULT)
         # Freeing a batch's documents is real work; timed apart so no step is charged for it.
         with clock("free"):
-            del jobs, parsed, job, occurrences, occurrence
+            del jobs, job, occurrences, occurrence
         with clock("garbage collection"):
             gc.collect()
     return clock.seconds
@@ -298,29 +295,30 @@ def _parse_and_build(value: bytes, clock: _Clock) -> tuple[Occurrence, dict[str,
 
 def _decode_per_message(
     values: Sequence[bytes], clock: _Clock, normalizer: EventNormalizer
-) -> tuple[list[Job], list[dict[str, Any]]]:
+) -> list[Job]:
     """Per message, each one's parts in order (the `per_message` order)."""
     jobs: list[Job] = []
-    parsed: list[dict[str, Any]] = []
     for value in values:
         built, message = _parse_and_build(value, clock)
+        with clock("compress"):  # the occurrence document's JSON, encoded for the nodestore
+            occurrence_json = orjson.dumps(message)
         with clock("normalize"):
             data = normalizer.normalize(built.event, 1)
         with clock("build event"):
-            job = Job(1, built.event_id, built.occurrence_id, data, message, len(value))
+            job = Job(1, built.event_id, built.occurrence_id, data, occurrence_json, len(value))
         with clock(BASELINE_PARTS[0]):
             _library_normalize(normalizer, built.event)
         jobs.append(job)
-        parsed.append(message)
-        # The event as built for Relay dies here (in the worker: when decode returns).
+        # The message and its event built for Relay die here (in the worker: when decode
+        # returns).
         with clock("free"):
-            del built
-    return jobs, parsed
+            del built, message
+    return jobs
 
 
 def _decode_two_phase(
     values: Sequence[bytes], clock: _Clock, normalizer: EventNormalizer
-) -> tuple[list[Job], list[dict[str, Any]]]:
+) -> list[Job]:
     """The same parts in the phases the decode steps run them (main thread): the Python before
     Relay per message, which keeps the message's JSON only, then every Relay call of the batch,
     then every Job."""
@@ -338,13 +336,13 @@ def _decode_two_phase(
     normalized: list[dict[str, Any]] = []
     for _, event_json, _ in prepared:
         with clock("normalize"):
-            normalized.append(normalizer.normalize_json(event_json, 1, "generic"))
+            normalized.append(normalizer.normalize_json(event_json, 1, BUILT_EVENT_TYPE))
         event = orjson.loads(event_json)  # for the baseline, which encodes it itself
         with clock(BASELINE_PARTS[0]):
             _library_normalize(normalizer, event)
     with clock("build event"):
         jobs = [
-            Job(1, built.event_id, built.occurrence_id, data, None, len(value), occurrence_json)
+            Job(1, built.event_id, built.occurrence_id, data, occurrence_json, len(value))
             for (built, _, occurrence_json), data, value in zip(
                 prepared, normalized, values, strict=True
             )
@@ -353,7 +351,7 @@ def _decode_two_phase(
     # call).
     with clock("free"):
         del prepared
-    return jobs, []
+    return jobs
 
 
 def _pipeline(micros: dict[str, float]) -> float:

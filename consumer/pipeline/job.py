@@ -1,9 +1,9 @@
 """The Job: one occurrence with its event, on its way through save_generic_events.
 
-A Job is built by `MessageDecoder.finish` on the main thread (the event normalized by Relay) and then
-completed (user-agent contexts, top-level attributes pulled out, reference §2.0) and mutated by
-the steps of `save_generic_events` on the save thread (reference §1 lists Sentry's job keys; these fields are
-the ones the generic path uses).
+A Job is built by `MessageDecoder.finish` on the main thread (the event normalized by Relay)
+and then completed (user-agent contexts, top-level attributes pulled out, reference §2.0) and
+mutated by the steps of `save_generic_events` on the save thread (reference §1 lists Sentry's
+job keys; these fields are the ones the generic path uses).
 """
 
 from __future__ import annotations
@@ -21,20 +21,18 @@ class Job:
     """What the decode step hands to the save step for one message.
 
     `data` is the event being saved, mutated in place by every step (tags, metadata, metrics)
-    and finally written to the nodestore; the occurrence document (the message without its
-    `event`) is written there beside it, from `occurrence_json`, else from `occurrence`.
+    and finally written to the nodestore; `occurrence_json` is the occurrence document (the
+    message without its `event`), written there beside it as it is.
     """
 
     project_id: int
     event_id: str
     occurrence_id: str
     data: dict[str, Any]
-    # The occurrence document; None when only its JSON is kept (`occurrence_json`), as the
-    # decoder does.
-    occurrence: dict[str, Any] | None
+    # The occurrence document as the nodestore stores it (compact JSON), encoded once by the
+    # decoder.
+    occurrence_json: bytes
     size: int = 0
-    # The occurrence document as the nodestore stores it (compact JSON), when already encoded.
-    occurrence_json: bytes | None = None
     # Pulled out of the normalized event (Sentry's `_pull_out_data`), once: `pulled`.
     pulled: bool = False
     datetime: datetime | None = None

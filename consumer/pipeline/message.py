@@ -264,7 +264,6 @@ class Prepared:
     size: int
     received: Any
     decode_seconds: float
-    normalize_seconds: float = 0.0
 
 
 class MessageDecoder:
@@ -321,6 +320,7 @@ class MessageDecoder:
         clock = time.perf_counter
         normalize = self.normalizer.normalize_json
         results: list[dict[str, Any] | BadMessage] = []
+        normalize_seconds: list[float] = []
         for prepared in batch:
             started = clock()
             event, prepared.event_json = prepared.event_json, None
@@ -332,7 +332,7 @@ class MessageDecoder:
             except RecursionError:
                 results.append(BadMessage("too_deeply_nested", "the event nests too deeply"))
             del event  # the event's JSON dies here, once Relay has read it
-            prepared.normalize_seconds = clock() - started
+            normalize_seconds.append(clock() - started)
 
         started = clock()
         jobs: list[Job | BadMessage] = [
@@ -343,7 +343,6 @@ class MessageDecoder:
                 event_id=prepared.event_id,
                 occurrence_id=prepared.occurrence_id,
                 data=result,
-                occurrence=None,
                 occurrence_json=prepared.occurrence_json,
                 size=prepared.size,
                 received=prepared.received,
@@ -351,10 +350,10 @@ class MessageDecoder:
             for prepared, result in zip(batch, results, strict=True)
         ]
         share = (clock() - started) / len(batch) if batch else 0.0
-        for prepared, job in zip(batch, jobs, strict=True):
+        for prepared, job, seconds in zip(batch, jobs, normalize_seconds, strict=True):
             if isinstance(job, Job):
                 job.decode_seconds = prepared.decode_seconds + share
-                job.normalize_seconds = prepared.normalize_seconds
+                job.normalize_seconds = seconds
         return jobs
 
     def __call__(self, value: bytes | None) -> Job | Skip:

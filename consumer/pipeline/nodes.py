@@ -54,9 +54,6 @@ def event_document(job: Job, inserted: float) -> Any:
 def encode_nodes(jobs: Sequence[Job], inserted: float, compression: Compression) -> None:
     for job in jobs:
         document = event_document(job, inserted)
-        encoded = job.occurrence_json
-        occurrence: Any = job.occurrence if encoded is None else orjson.Fragment(encoded)
-        assert occurrence is not None, "a job carries its occurrence document"
         job.nodes = (
             (
                 event_node_id(job.project_id, job.event_id),
@@ -64,7 +61,7 @@ def encode_nodes(jobs: Sequence[Job], inserted: float, compression: Compression)
             ),
             (
                 occurrence_node_id(job.occurrence_id, job.project_id),
-                encode_blob(occurrence, compression=compression),
+                encode_blob(orjson.Fragment(job.occurrence_json), compression=compression),
             ),
         )
 

@@ -84,8 +84,11 @@ class NormalizeBatch:
 
     def __call__(self, message: Message[ClassifiedBatch]) -> Batch:
         batch = message.payload
-        pending = [value.payload for value in batch if isinstance(value.payload, Pending)]
-        results = iter(self.decoder.finish([item.prepared for item in pending]))
+        results = iter(
+            self.decoder.finish(
+                [value.payload.prepared for value in batch if isinstance(value.payload, Pending)]
+            )
+        )
         if self.idle is not None:
             self.idle.touch()  # the batch's Relay calls took a while: that was not idle time
         items: Batch = []

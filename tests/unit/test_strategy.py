@@ -55,7 +55,7 @@ class StandInDecoder:
             if prepared.event_json == b"relay":
                 results.append(BadMessage("normalization_failed", "Relay rejects it"))
             else:
-                results.append(Job(1, prepared.event_id, prepared.occurrence_id, {}, {}))
+                results.append(Job(1, prepared.event_id, prepared.occurrence_id, {}, b"{}"))
         return results
 
 

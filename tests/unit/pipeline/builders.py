@@ -71,7 +71,7 @@ def job(data: dict[str, Any], *, project_id: int = PROJECT_ID, pulled: bool = Tr
         event_id=data.get("event_id") or uuid.uuid4().hex,
         occurrence_id=uuid.uuid4().hex,
         data=data,
-        occurrence={"id": "occurrence"},
+        occurrence_json=b'{"id":"occurrence"}',
     )
     if pulled:
         pull_out(made)

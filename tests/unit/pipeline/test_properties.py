@@ -118,7 +118,7 @@ def test_the_stored_document_is_the_event(
     data.update(fields)
     if not metrics_first and event_metrics is not None:
         data["_metrics"] = event_metrics
-    job = Job(1, "e" * 32, "o" * 32, data, {})
+    job = Job(1, "e" * 32, "o" * 32, data, b"{}")
     apply_event_metrics([job])
     document = event_document(job, inserted)
     expected = orjson.dumps(data)

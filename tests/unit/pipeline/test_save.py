@@ -169,7 +169,7 @@ def test_a_retry_after_a_failed_read_starts_from_untouched_events(
         EventSaver(storage).save(jobs)
     # Only the event's completion ran (user agents, pull-out); every other step waits for the
     # reads, which happen before any tag, metadata or metric is written.
-    completed = Job(1, "e", "o", pristine, {})
+    completed = Job(1, "e", "o", pristine, b"{}")
     pull_out(completed)
     assert jobs[0].data == completed.data
     storage.environments = real_environments  # type: ignore[method-assign]

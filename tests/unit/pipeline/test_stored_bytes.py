@@ -52,12 +52,11 @@ INSERTED = 1717236000.123456
 # The interface-type plugin on, the URL plugin off: the other way round from the defaults.
 OPTIONS: dict[str, Any] = {"auto_tag:_interface_types:enabled": True, "auto_tag:_urls:enabled": 0}
 # Job fields that leave the pipeline other than through the rows (storage, metrics); `tags`,
-# `nodes` and the occurrence document (`occurrence_json` now, `occurrence` in the reference) are
-# compared through the stored rows, `decode_seconds`/`normalize_seconds` are times.
+# `nodes` and `occurrence_json` are compared through the stored rows, `decode_seconds` and
+# `normalize_seconds` are times.
 NOT_COMPARED = {
     "tags",
     "nodes",
-    "occurrence",
     "occurrence_json",
     "decode_seconds",
     "normalize_seconds",
@@ -113,7 +112,7 @@ def _copy(job: Job) -> Job:
         event_id=job.event_id,
         occurrence_id=job.occurrence_id,
         data=orjson.loads(orjson.dumps(job.data)),
-        occurrence=orjson.loads(job.occurrence_json or orjson.dumps(job.occurrence)),
+        occurrence_json=job.occurrence_json,
         size=job.size,
         received=job.received,
     )

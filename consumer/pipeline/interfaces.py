@@ -173,9 +173,7 @@ def _stacktrace(value: Any) -> bool:
             if template is None:
                 template = _frame_template(shape)
             if len(template) > len(frame):
-                completed = template.copy()
-                completed.update(frame)
-                frames[index] = completed
+                frames[index] = template | frame
     return True
 
 

@@ -36,7 +36,7 @@ from sentry_kafka_schemas.codecs import ValidationError
 
 from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
-from consumer.pipeline.normalize import EventNormalizer
+from consumer.pipeline.normalize import EventNormalizer, encode_event
 from consumer.storage.nodestore import dumps
 
 _CODEC = get_codec("ingest-occurrences")
@@ -299,10 +299,7 @@ class MessageDecoder:
             raise BadMessage(
                 "too_deeply_nested", f"the occurrence document cannot be stored: {error}"
             ) from None
-        try:
-            event_json = orjson.dumps(built.event)  # what Relay reads
-        except orjson.JSONEncodeError as error:
-            raise BadMessage("normalization_failed", str(error)) from None
+        event_json = encode_event(built.event)  # what Relay reads
         return Prepared(
             message["project_id"],
             built.event_id,

@@ -100,6 +100,15 @@ def relay_normalize(normalizer: Any, raw_event: bytes) -> dict[str, Any]:
             _lib.relay_str_free(_ffi.addressof(output))
 
 
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The event as the JSON Relay reads; BadMessage("normalization_failed") for an event orjson
+    cannot encode (nested past 254 levels, integers beyond 64 bits), which Relay never sees."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError as error:
+        raise BadMessage("normalization_failed", str(error)) from None
+
+
 def _relay_message(error: RelayError) -> str:
     # str(error) appends a Rust backtrace; the message's first line is what a dead letter needs.
     message = str(error.message or "")
@@ -154,11 +163,7 @@ class EventNormalizer:
 
     def normalize(self, event: dict[str, Any], project_id: int) -> dict[str, Any]:
         """The normalized event (a new dict), complete but for the user-agent contexts."""
-        try:
-            raw = orjson.dumps(event)
-        except orjson.JSONEncodeError as error:
-            raise BadMessage("normalization_failed", str(error)) from None
-        return self.normalize_json(raw, project_id, event.get("type"))
+        return self.normalize_json(encode_event(event), project_id, event.get("type"))
 
     def normalize_json(self, raw: bytes, project_id: int, event_type: Any) -> dict[str, Any]:
         """`normalize` for an event already encoded by orjson, whose `type` is `event_type`; an

@@ -16,8 +16,9 @@ same run on the same messages (the machine is shared and noisy, so only ratios c
      nodestore upsert per event, offsets committed once per second. It is slow, so it reads only
      the first `per_event_events` messages; its rate is a rate all the same.
 3. Report events per second from the first poll to the last commit, batch latency p50/p99, peak
-   resident memory of every process, CPU time per event (the measured processes only), and the
-   ratios worker/limit and worker/per-event; medians over `runs` repetitions; also as JSON.
+   resident memory of every process, CPU time per event (the measured processes and their Relay
+   processes, if any), and the ratios worker/limit and worker/per-event; medians over `runs`
+   repetitions; also as JSON.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class ProcessStats:
     first_poll: float | None = None  # wall clock (time.time) of the first message received
     last_commit: float | None = None  # wall clock of the last commit
     batch_seconds: list[float] = field(default_factory=list)
-    cpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # its own and its children's (a worker's Relay process)
     max_rss_bytes: int = 0
+    child_max_rss_bytes: int = 0  # the largest child's peak (0: no child)
     exit_code: int = 0
 
 
@@ -99,6 +101,7 @@ class Measurement:
     cpu_us_per_event: float
     exit_codes: list[int]
     events_per_process: list[int] = field(default_factory=list)
+    child_max_rss_mb: list[float] = field(default_factory=list)  # each process's Relay process
 
 
 def _percentile(values: Sequence[float], fraction: float) -> float:
@@ -127,13 +130,18 @@ def combine(kind: str, stats: Sequence[ProcessStats]) -> Measurement:
         cpu_us_per_event=round(cpu / events * 1e6, 1) if events else 0.0,
         exit_codes=[s.exit_code for s in stats],
         events_per_process=[s.messages for s in stats],
+        child_max_rss_mb=[round(s.child_max_rss_bytes / 2**20, 1) for s in stats],
     )
 
 
 def _finish(stats: ProcessStats) -> ProcessStats:
+    """Resource usage of this process and of its children that exited (a worker's Relay
+    process is closed and waited for when the worker stops)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    stats.cpu_seconds = usage.ru_utime + usage.ru_stime
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stats.cpu_seconds = usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
     stats.max_rss_bytes = usage.ru_maxrss * 1024  # Linux reports kilobytes
+    stats.child_max_rss_bytes = children.ru_maxrss * 1024
     return stats
 
 
@@ -481,7 +489,8 @@ def _summarize(results: Mapping[str, list[Measurement]], options: BenchOptions) 
             "events_per_second": statistics.median(m.events_per_second for m in runs),
             "batch_p50_ms": statistics.median(m.batch_p50_ms for m in runs),
             "batch_p99_ms": statistics.median(m.batch_p99_ms for m in runs),
-            "max_rss_mb": max(max(m.max_rss_mb, default=0.0) for m in runs),
+            # every process's peak: the measured processes' and their Relay processes'
+            "max_rss_mb": max(max(m.max_rss_mb + m.child_max_rss_mb, default=0.0) for m in runs),
             "cpu_us_per_event": statistics.median(m.cpu_us_per_event for m in runs),
             "runs": [dataclasses.asdict(m) for m in runs],
         }

@@ -166,6 +166,7 @@ class WorkerSettings:
     dlq_guard_ratio: float = 0.9
     nodestore_compressor: str = "isal"
     nodestore_compression_level: int = 1
+    relay_process: str = "auto"
     log_level: str = "INFO"
 
 
@@ -344,6 +345,10 @@ def validate(settings: Settings) -> None:
         (
             w.nodestore_compressor != "zlib" or -1 <= w.nodestore_compression_level <= 9,
             "worker.nodestore_compression_level must be -1..9 with zlib",
+        ),
+        (
+            w.relay_process in {"auto", "on", "off"},
+            "worker.relay_process must be auto, on or off",
         ),
         (w.retry_deadline > 0, "worker.retry_deadline must be positive"),
         (w.join_timeout > 0, "worker.join_timeout must be positive"),

@@ -28,7 +28,9 @@ from arroyo.types import Commit, Partition, Topic
 from consumer import metrics
 from consumer.endpoint import Liveness, LivenessConsumer, default_liveness_path
 from consumer.errors import ConsumerError, FatalError, TransientError
-from consumer.pipeline.message import process_decoder
+from consumer.pipeline import relay_process
+from consumer.pipeline.message import MessageDecoder
+from consumer.pipeline.relay_process import RelayProcess
 from consumer.pipeline.save import EventSaver
 from consumer.settings import Settings
 from consumer.storage.store import Storage
@@ -134,13 +136,19 @@ def build_factory(
         DeadLetterGuard(settings.worker.dlq_guard_window, settings.worker.dlq_guard_ratio),
         retry_deadline=settings.worker.retry_deadline,
     )
+    relay: RelayProcess | None = None
+    if relay_process.wanted(settings.worker.relay_process, settings.worker.processes):
+        relay = RelayProcess()
+        resources.closers.append(relay.close)
+        logger.info("Relay's calls are made in a process of their own (pid %s)", relay.pid)
     factory = StrategyFactory(
-        Classify(process_decoder(), settings.kafka.max_message_bytes, idle),
+        Classify(MessageDecoder(relay=relay), settings.kafka.max_message_bytes, idle),
         batch_saver,
         settings.worker,
         idle=idle,
         on_shutdown=resources.close,
         wrap_commit=wrap_commit,
+        normalize_thread=relay is not None,
     )
     return factory, resources
 

@@ -34,7 +34,7 @@ on every sample).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sentry_relay.exceptions import RelayError
@@ -59,6 +59,8 @@ MAX_SECS_IN_PAST = 30 * 24 * 3600
 # Types Relay does not know and rewrites, which Sentry puts back after normalizing.
 RESTORED_TYPES = frozenset({"generic", "feedback"})
 
+_T = TypeVar("_T")
+
 
 def store_normalizer(project_id: int, *, normalize_user_agent: bool) -> Any:
     return StoreNormalizer(
@@ -79,6 +81,21 @@ def store_normalizer(project_id: int, *, normalize_user_agent: bool) -> Any:
     )
 
 
+def _relay_call(normalizer: Any, raw_event: bytes, read: Callable[[memoryview], _T]) -> _T:
+    """Relay's normalization of `raw_event`, its output (JSON) given to `read` as a view of
+    Relay's buffer, freed after. Raises RelayError as the library does."""
+    event = _ffi.new("RelayStr *")
+    data = _ffi.from_buffer(raw_event)  # read only: the function takes a const string
+    event.data = data
+    event.len = len(raw_event)
+    output = _rustcall(_NORMALIZE_EVENT, normalizer._get_objptr(), event)
+    try:
+        return read(memoryview(_ffi.buffer(output.data, output.len)))
+    finally:
+        if output.owned:
+            _lib.relay_str_free(_ffi.addressof(output))
+
+
 def relay_normalize(normalizer: Any, raw_event: bytes) -> dict[str, Any]:
     """`normalizer.normalize_event(raw_event=raw_event)` for JSON encoded by orjson, without
     the legacy-Python-JSON pass (see the module's docstring). Raises RelayError as it does."""
@@ -87,17 +104,15 @@ def relay_normalize(normalizer: Any, raw_event: bytes) -> dict[str, Any]:
             raw_event=raw_event, json_loads=orjson.loads
         )
         return result
-    event = _ffi.new("RelayStr *")
-    data = _ffi.from_buffer(raw_event)  # read only: the function takes a const string
-    event.data = data
-    event.len = len(raw_event)
-    output = _rustcall(_NORMALIZE_EVENT, normalizer._get_objptr(), event)
-    try:
-        normalized: dict[str, Any] = orjson.loads(memoryview(_ffi.buffer(output.data, output.len)))
-        return normalized
-    finally:
-        if output.owned:
-            _lib.relay_str_free(_ffi.addressof(output))
+    normalized: dict[str, Any] = _relay_call(normalizer, raw_event, orjson.loads)
+    return normalized
+
+
+def relay_normalize_json(normalizer: Any, raw_event: bytes) -> bytes:
+    """`relay_normalize`, but Relay's output as it is, JSON (what the Relay process returns)."""
+    if _NORMALIZE_EVENT is None:  # pragma: no cover - bindings moved: the library's own path
+        return orjson.dumps(relay_normalize(normalizer, raw_event))
+    return _relay_call(normalizer, raw_event, bytes)
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
@@ -161,6 +176,14 @@ class EventNormalizer:
             raise BadMessage("normalization_failed", _relay_message(error)) from None
         return result
 
+    def relay_json(self, raw: bytes, project_id: int) -> bytes:
+        """Relay's output for an event encoded by orjson, as JSON, user-agent parsing off: the
+        first half of `normalize_json`, which `complete` finishes (the Relay process's part)."""
+        try:
+            return relay_normalize_json(self.store_normalizer(project_id, False), raw)
+        except RelayError as error:
+            raise BadMessage("normalization_failed", _relay_message(error)) from None
+
     def normalize(self, event: dict[str, Any], project_id: int) -> dict[str, Any]:
         """The normalized event (a new dict), complete but for the user-agent contexts."""
         return self.normalize_json(encode_event(event), project_id, event.get("type"))
@@ -169,7 +192,17 @@ class EventNormalizer:
         """`normalize` for an event already encoded by orjson, whose `type` is `event_type`; an
         event the user-agent contexts could not be merged into is normalized with Relay's own
         parsing at once."""
-        result = self.normalize_raw(raw, project_id, normalize_user_agent=False)
+        return self.complete(
+            self.normalize_raw(raw, project_id, normalize_user_agent=False),
+            raw,
+            project_id,
+            event_type,
+        )
+
+    def complete(
+        self, result: dict[str, Any], raw: bytes, project_id: int, event_type: Any
+    ) -> dict[str, Any]:
+        """Relay's result for `raw` (user-agent parsing off) made `normalize_json`'s."""
         if not mergeable(result):
             # Rare: Relay's own parsing now; `UserAgentContexts.apply` is a no-op on the result.
             result = self.normalize_raw(raw, project_id, normalize_user_agent=True)

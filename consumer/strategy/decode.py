@@ -1,14 +1,15 @@
-"""The decode steps, on the main thread: `Classify` turns each Kafka message into an item
-before batching, `NormalizeBatch` runs Relay over each batch before it is saved.
+"""The decode steps: `Classify` turns each Kafka message into an item before batching, on the
+main thread; `NormalizeBatch` runs Relay over each batch before it is saved (`NormalizeStep`).
 
 Neither raises for bad data: a message that cannot be saved becomes `Rejected` and travels in
 the batch like any other, so its offset cannot overtake unsaved messages (arroyo-notes §4.5).
 An event Relay rejects is found by `NormalizeBatch` and rejected in place, in its batch.
 
-Why Relay runs per batch, and not per message in `Classify`: see `MessageDecoder`. It still
-overlaps with the save thread: `NormalizeStep` normalizes the next batch while the save step
-saves the previous one (the Relay call is a C call that releases the GIL), and holds it until
-the save step takes it.
+Why Relay runs per batch, and not per message in `Classify`: see `MessageDecoder`. Where: on
+the main thread, where it overlaps with the save thread (Relay's calls release the GIL); or,
+with a Relay process (`pipeline/relay_process.py`), on the normalize thread, which sends the
+batch to that process and parses what comes back while the main thread polls and classifies
+the next batch and the save thread saves the previous one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol, cast
+from concurrent import futures
+from concurrent.futures import Executor, Future
+from typing import Any, Protocol, cast
 
 from arroyo.backends.kafka import KafkaPayload
 from arroyo.processing.strategies import MessageRejected, ProcessingStrategy
@@ -29,8 +32,22 @@ from consumer.pipeline.message import Prepared, Skip
 from consumer.strategy.batch import Batch, ClassifiedBatch
 from consumer.strategy.idle import IdleMonitor
 from consumer.strategy.items import Accepted, Classified, Item, Pending, Rejected, Skipped
+from consumer.strategy.save_step import HANDOFF_WAIT
 
 logger = logging.getLogger(__name__)
+
+
+class InlineExecutor(Executor):
+    """An executor that runs each call at once in the caller's thread (`NormalizeStep` on the
+    main thread)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as error:  # noqa: BLE001 - the future carries it, as a thread's would
+            future.set_exception(error)
+        return future
 
 
 class Decoder(Protocol):
@@ -84,13 +101,21 @@ class NormalizeBatch:
 
     def __call__(self, message: Message[ClassifiedBatch]) -> Batch:
         batch = message.payload
-        results = iter(
-            self.decoder.finish(
-                [value.payload.prepared for value in batch if isinstance(value.payload, Pending)]
-            )
-        )
         if self.idle is not None:
-            self.idle.touch()  # the batch's Relay calls took a while: that was not idle time
+            self.idle.busy()  # the batch's Relay calls take a while: that is not idle time
+        try:
+            results = iter(
+                self.decoder.finish(
+                    [
+                        value.payload.prepared
+                        for value in batch
+                        if isinstance(value.payload, Pending)
+                    ]
+                )
+            )
+        finally:
+            if self.idle is not None:
+                self.idle.done()
         items: Batch = []
         for value in batch:
             classified = value.payload
@@ -110,61 +135,89 @@ class NormalizeBatch:
 
 
 class NormalizeStep(ProcessingStrategy[ClassifiedBatch | FilteredPayload]):
-    """Runs `NormalizeBatch` over each batch the buffer flushes and hands the result to the save
-    step, holding it while the save step is busy (it is not normalized again).
+    """Runs `NormalizeBatch` over each batch the buffer flushes, through `executor` (the
+    normalize thread, or `InlineExecutor`: at once, on the main thread), and hands the result to
+    the save step in order, once normalized and once the save step takes it.
 
-    Not arroyo's `RunTask(better_backpressure=True)`: that one rejects a batch while it holds the
-    previous one and forwards what it holds only in its own `poll` and `join`, but `Buffer.join`
-    retries its flush in a loop that never polls the next step, so during a rebalance or a drain
-    it spun until the join timeout and left the partial batch behind. Here `submit` first tries
-    to hand over what it holds (the save step's `submit` waits a moment for its save), so every
-    retry of the buffer's makes progress.
+    One batch at a time is normalized or waiting for the save step; while one is, `submit`
+    waits a moment for it and then raises MessageRejected, so the buffer holds (and arroyo
+    pauses the partitions if this lasts).
+
+    Not arroyo's `RunTask(better_backpressure=True)` or `RunTaskInThreads`: those forward what
+    they hold only in their own `poll` and `join`, but `Buffer.join` retries its flush in a loop
+    that never polls the next step, so during a rebalance or a drain they spun until the join
+    timeout and left the partial batch behind. Here `submit` first tries to hand over what it
+    holds (the save step's `submit` waits a moment for its save), so every retry of the
+    buffer's makes progress.
+
+    A normalize thread is the factory's, shared by the chains of successive assignments:
+    batches are normalized one at a time even when a join abandoned one, so the decoder is
+    never used by two threads at once.
     """
 
     def __init__(
-        self, function: NormalizeBatch, next_step: ProcessingStrategy[Batch | FilteredPayload]
+        self,
+        function: NormalizeBatch,
+        next_step: ProcessingStrategy[Batch | FilteredPayload],
+        executor: Executor,
     ) -> None:
         self.function = function
         self.next_step = next_step
-        self._held: Message[Batch] | None = None
+        self._executor = executor
+        self._pending: tuple[Message[ClassifiedBatch], Future[Batch]] | None = None
 
-    def _hand_over(self) -> None:
-        if self._held is not None:
-            self.next_step.submit(self._held)  # MessageRejected: still held
-            self._held = None
+    def _hand_over(self, wait: float) -> None:
+        """Hand the pending batch to the save step if it is normalized (waiting for that up to
+        `wait` seconds); MessageRejected while the save step is busy."""
+        if self._pending is None:
+            return
+        message, normalizing = self._pending
+        if not normalizing.done():
+            futures.wait([normalizing], timeout=wait)
+            if not normalizing.done():
+                return
+        # A failure of `NormalizeBatch` (a bug: it rejects bad data in place) raises here.
+        self.next_step.submit(Message(message.value.replace(normalizing.result())))
+        self._pending = None
 
     def submit(self, message: Message[ClassifiedBatch | FilteredPayload]) -> None:
-        self._hand_over()
+        self._hand_over(HANDOFF_WAIT)
+        if self._pending is not None:
+            raise MessageRejected()
         if isinstance(message.payload, FilteredPayload):
             self.next_step.submit(cast(Message[FilteredPayload], message))
             return
         batch = cast(Message[ClassifiedBatch], message)
-        normalized = Message(batch.value.replace(self.function(batch)))
-        try:
-            self.next_step.submit(normalized)
-        except MessageRejected:
-            self._held = normalized
+        self._pending = (batch, self._executor.submit(self.function, batch))
 
     def poll(self) -> None:
         self.next_step.poll()
         with contextlib.suppress(MessageRejected):
-            self._hand_over()
+            self._hand_over(0.0)
 
     def close(self) -> None:
-        pass  # the save step is closed by `join`, once what is held was handed over
+        pass  # the save step is closed by `join`, once what is pending was handed over
 
     def terminate(self) -> None:
-        self._held = None
+        if self._pending is not None:
+            self._pending[1].cancel()  # a batch already being normalized finishes, unused
+            self._pending = None
         self.next_step.terminate()
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._held is not None and (deadline is None or time.monotonic() < deadline):
+        while self._pending is not None and (deadline is None or time.monotonic() < deadline):
             self.next_step.poll()
+            wait = (
+                HANDOFF_WAIT if deadline is None else min(HANDOFF_WAIT, deadline - time.monotonic())
+            )
             with contextlib.suppress(MessageRejected):
-                self._hand_over()
-        if self._held is not None:
-            logger.warning("a normalized batch was still waiting at the join deadline: not saved")
-            self._held = None
+                self._hand_over(max(0.0, wait))
+        if self._pending is not None:
+            logger.warning(
+                "a batch was still being normalized or waiting for the save step at the join deadline: not saved"
+            )
+            self._pending[1].cancel()
+            self._pending = None
         self.next_step.close()
         self.next_step.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

@@ -4,6 +4,10 @@ offset committed, and nothing lost when a commit fails after a write."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,10 +16,12 @@ import pytest
 from arroyo.types import Commit, Partition
 from confluent_kafka import Producer
 
+from consumer import metrics
 from consumer.loadgen.sdk import capture_events
+from consumer.pipeline.message import MessageDecoder
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
-from consumer.worker import committed_offsets, run_worker
+from consumer.worker import Worker, committed_offsets, run_worker
 from tests.integration.helpers import end_offsets, make_project, nodestore_documents, produce_events
 
 pytestmark = pytest.mark.integration
@@ -51,17 +57,26 @@ def _check_saved(db: psycopg.Connection[Any], sent: list[dict[str, Any]]) -> Non
         assert occurrences[occurrence_node]["fingerprint"] == expected_occurrence["fingerprint"]
 
 
+def _relay_process(settings: Settings, mode: str) -> Settings:
+    return dataclasses.replace(
+        settings, worker=dataclasses.replace(settings.worker, relay_process=mode)
+    )
+
+
+@pytest.mark.parametrize("relay_process", ["off", "on"])
 def test_every_event_saved_and_offsets_committed(
     settings: Settings,
     db: psycopg.Connection[Any],
     create_topic: Callable[..., str],
     producer: Producer,
     unique: str,
+    relay_process: str,
 ) -> None:
     _org, project_id = make_project(db, unique)
     topic = create_topic(settings.kafka.topic, 4)
     sent = produce_events(producer, topic, capture_events(400, seed=7), [project_id])
 
+    settings = _relay_process(settings, relay_process)
     assert run_worker(_until_idle(settings), install_signals=False) == 0
 
     _check_saved(db, sent)
@@ -118,6 +133,47 @@ def test_commit_failing_after_write_loses_nothing(
         "SELECT count(*), count(DISTINCT id) FROM nodestore_node WHERE id = ANY(%s)", (ids,)
     ).fetchone()
     assert rows == (300, 300)
+    assert committed_offsets(settings, topic, settings.kafka.group_id) == end_offsets(
+        settings, topic
+    )
+
+
+def test_a_relay_process_killed_mid_stream_loses_nothing(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    """The worker's Relay process is killed (SIGKILL: out of memory, say) while batches are
+    in flight: a new one takes the batch, and every event is saved and committed."""
+    _org, project_id = make_project(db, unique)
+    topic = create_topic(settings.kafka.topic, 2)
+    sent = produce_events(producer, topic, capture_events(1500, seed=13), [project_id])
+    settings = _relay_process(settings, "on")
+    settings = dataclasses.replace(
+        settings, worker=dataclasses.replace(settings.worker, batch_size=50)
+    )
+    worker = Worker(_until_idle(settings))
+    saved_before = metrics.total(metrics.MESSAGES)  # the counter is the test session's
+    exit_codes: list[int] = []
+    thread = threading.Thread(target=lambda: exit_codes.append(worker.run()))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and metrics.total(metrics.MESSAGES) == saved_before:
+            time.sleep(0.01)
+        assert worker.factory is not None, "the worker did not start"
+        decoder = worker.factory.classify.decoder
+        assert isinstance(decoder, MessageDecoder) and decoder.relay is not None
+        pid = decoder.relay.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        thread.join(120)
+    assert exit_codes == [0]
+    assert decoder.relay.restarts == 1
+    _check_saved(db, sent)
     assert committed_offsets(settings, topic, settings.kafka.group_id) == end_offsets(
         settings, topic
     )

@@ -31,16 +31,24 @@ TOPIC = Topic("occurrences")
 GROUP = "workers"
 
 
+@pytest.fixture(params=[False, True], ids=["normalized on the main thread", "normalize thread"])
+def normalize_thread(request: pytest.FixtureRequest) -> bool:
+    """Every test runs both ways: Relay's calls on the main thread, or on the normalize thread
+    (with a Relay process)."""
+    flag: bool = request.param
+    return flag
+
+
 class StandInDecoder:
-    """b"good:N" is a job, b"relay:N" an event Relay rejects, b"skip" a skip, anything else
-    bad; records the messages of every `finish` call (one per batch)."""
+    """b"good:N" is a job, b"relay:N" an event Relay rejects, b"crash:N" a bug in `finish`,
+    b"skip" a skip, anything else bad; records the messages of every `finish` call."""
 
     def __init__(self) -> None:
         self.finished: list[list[str]] = []
 
     def prepare(self, value: bytes | None) -> Prepared | Skip:
         assert value is not None
-        if value.startswith((b"good:", b"relay:")):
+        if value.startswith((b"good:", b"relay:", b"crash:")):
             kind, number = value.decode().split(":")
             event_id = f"{int(number):032x}"
             return Prepared(1, event_id, event_id, kind.encode(), b"{}", len(value), None, 0.0)
@@ -50,6 +58,8 @@ class StandInDecoder:
 
     def finish(self, batch: Sequence[Prepared]) -> list[Job | BadMessage]:
         self.finished.append([prepared.event_id for prepared in batch])
+        if any(prepared.event_json == b"crash" for prepared in batch):
+            raise RuntimeError("a bug in normalization")
         results: list[Job | BadMessage] = []
         for prepared in batch:
             if prepared.event_json == b"relay":
@@ -93,7 +103,11 @@ class RecordingDeadLetters:
 
 class Harness:
     def __init__(
-        self, partitions: int = 1, batch_size: int = 100, batch_time_ms: int = 60_000
+        self,
+        partitions: int = 1,
+        batch_size: int = 100,
+        batch_time_ms: int = 60_000,
+        normalize_thread: bool = False,
     ) -> None:
         self.broker: LocalBroker[KafkaPayload] = LocalBroker(MemoryMessageStorage(), MockedClock())
         self.broker.create_topic(TOPIC, partitions)
@@ -110,7 +124,12 @@ class Harness:
             retry_deadline=worker.retry_deadline,
         )
         self.decoder = StandInDecoder()
-        self.factory = StrategyFactory(Classify(self.decoder, 1_000_000), batch_saver, worker)
+        self.factory = StrategyFactory(
+            Classify(self.decoder, 1_000_000),
+            batch_saver,
+            worker,
+            normalize_thread=normalize_thread,
+        )
         self.processor: StreamProcessor[KafkaPayload] = StreamProcessor(
             self.broker.get_consumer(GROUP), TOPIC, self.factory, IMMEDIATE, join_timeout=1.0
         )
@@ -141,9 +160,9 @@ class Harness:
     ],
 )
 def test_a_dead_letter_behind_an_unsaved_message_does_not_move_the_offset(
-    bad: bytes, reason: str, detail: str | None
+    bad: bytes, reason: str, detail: str | None, normalize_thread: bool
 ) -> None:
-    harness = Harness(batch_size=3)
+    harness = Harness(batch_size=3, normalize_thread=normalize_thread)
     harness.saver.gate.clear()  # the first batch's save hangs
     harness.produce(b"good:0", bad, b"good:2")
 
@@ -166,14 +185,16 @@ def test_a_dead_letter_behind_an_unsaved_message_does_not_move_the_offset(
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_commits_never_pass_unsaved_work(seed: int) -> None:
+def test_commits_never_pass_unsaved_work(seed: int, normalize_thread: bool) -> None:
     """Random streams of good, bad and skipped messages on two partitions, random batch sizes:
     after every loop iteration, each partition's committed offset only covers messages that
     were saved, dead-lettered or skipped."""
     import random
 
     rng = random.Random(seed)
-    harness = Harness(partitions=2, batch_size=rng.randrange(1, 7))
+    harness = Harness(
+        partitions=2, batch_size=rng.randrange(1, 7), normalize_thread=normalize_thread
+    )
     sent: dict[int, list[bytes]] = {0: [], 1: []}
     for number in range(40):
         partition = rng.randrange(2)
@@ -198,8 +219,10 @@ def test_commits_never_pass_unsaved_work(seed: int) -> None:
     assert {p: harness.committed(p) for p in sent} == {p: len(v) for p, v in sent.items()}
 
 
-def test_the_next_batch_is_normalized_once_while_the_previous_one_is_saved() -> None:
-    harness = Harness(batch_size=2)
+def test_the_next_batch_is_normalized_once_while_the_previous_one_is_saved(
+    normalize_thread: bool,
+) -> None:
+    harness = Harness(batch_size=2, normalize_thread=normalize_thread)
     harness.saver.gate.clear()  # the first batch's save hangs
     harness.produce(b"good:0", b"good:1", b"good:2", b"good:3", b"good:4")
     harness.run(until=harness.saver.started.is_set)
@@ -219,12 +242,14 @@ def test_the_next_batch_is_normalized_once_while_the_previous_one_is_saved() -> 
     assert harness.saver.saved == [f"{n:032x}" for n in range(5)]
 
 
-def test_a_drain_with_a_batch_held_and_one_buffered_saves_both_without_waiting() -> None:
+def test_a_drain_with_a_batch_held_and_one_buffered_saves_both_without_waiting(
+    normalize_thread: bool,
+) -> None:
     """Closing the chain while a normalized batch waits for the save step and a partial batch
     sits in the buffer: the buffer's join retries its flush without polling the next step, so
     the normalize step must make progress in its own submit (arroyo's RunTask would reject
     until the join timeout and the partial batch would stay unsaved)."""
-    harness = Harness(batch_size=2)
+    harness = Harness(batch_size=2, normalize_thread=normalize_thread)
     harness.saver.gate.clear()  # the first batch's save hangs
     harness.produce(b"good:0", b"good:1", b"good:2", b"good:3", b"good:4")
     harness.run(until=harness.saver.started.is_set)
@@ -239,8 +264,8 @@ def test_a_drain_with_a_batch_held_and_one_buffered_saves_both_without_waiting()
     assert harness.saver.saved == [f"{n:032x}" for n in range(5)]
 
 
-def test_a_failing_save_commits_nothing() -> None:
-    harness = Harness(batch_size=2)
+def test_a_failing_save_commits_nothing(normalize_thread: bool) -> None:
+    harness = Harness(batch_size=2, normalize_thread=normalize_thread)
     harness.produce(b"good:0", b"good:1")
     harness.run(until=lambda: harness.committed() == 2)
     assert harness.committed() == 2
@@ -252,8 +277,8 @@ def test_a_failing_save_commits_nothing() -> None:
     assert harness.committed() == 2
 
 
-def test_transient_failures_are_retried_and_then_stop_the_worker() -> None:
-    harness = Harness(batch_size=2)
+def test_transient_failures_are_retried_and_then_stop_the_worker(normalize_thread: bool) -> None:
+    harness = Harness(batch_size=2, normalize_thread=normalize_thread)
     harness.saver.fail = TransientError("database unavailable")
     harness.produce(b"good:0", b"good:1")
     from consumer.errors import FatalError
@@ -263,8 +288,8 @@ def test_transient_failures_are_retried_and_then_stop_the_worker() -> None:
     assert harness.committed() is None
 
 
-def test_drain_commits_exactly_what_was_saved() -> None:
-    harness = Harness(batch_size=100)
+def test_drain_commits_exactly_what_was_saved(normalize_thread: bool) -> None:
+    harness = Harness(batch_size=100, normalize_thread=normalize_thread)
     harness.produce(b"good:0", b"garbage", b"good:2")
     harness.run(10)  # a partial batch: nothing flushed, nothing committed
     assert harness.saver.saved == []
@@ -277,8 +302,10 @@ def test_drain_commits_exactly_what_was_saved() -> None:
     assert harness.committed() == 3
 
 
-def test_drain_abandons_a_save_that_outlives_the_deadline_and_commits_nothing_of_it() -> None:
-    harness = Harness(batch_size=2)
+def test_drain_abandons_a_save_that_outlives_the_deadline_and_commits_nothing_of_it(
+    normalize_thread: bool,
+) -> None:
+    harness = Harness(batch_size=2, normalize_thread=normalize_thread)
     harness.produce(b"good:0", b"good:1")
     harness.run(until=lambda: harness.committed() == 2)
     harness.saver.gate.clear()  # the next save hangs past the 1 s join timeout
@@ -290,3 +317,16 @@ def test_drain_abandons_a_save_that_outlives_the_deadline_and_commits_nothing_of
 
     assert harness.committed() == 2
     harness.saver.gate.set()
+
+
+def test_a_bug_in_normalization_stops_the_worker_and_commits_nothing(
+    normalize_thread: bool,
+) -> None:
+    harness = Harness(batch_size=2, normalize_thread=normalize_thread)
+    harness.produce(b"good:0", b"good:1")
+    harness.run(until=lambda: harness.committed() == 2)
+    harness.produce(b"good:2", b"crash:3", b"good:4")
+    with pytest.raises(RuntimeError, match="a bug in normalization"):
+        harness.run(50)
+    assert harness.committed() == 2
+    assert harness.saver.saved == [f"{0:032x}", f"{1:032x}"]

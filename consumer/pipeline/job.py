@@ -1,9 +1,9 @@
 """The Job: one occurrence with its event, on its way through save_generic_events.
 
-A Job is built by `MessageDecoder.finish` on the main thread (the event normalized by Relay)
-and then completed (user-agent contexts, top-level attributes pulled out, reference §2.0) and
-mutated by the steps of `save_generic_events` on the save thread (reference §1 lists Sentry's
-job keys; these fields are the ones the generic path uses).
+A Job is built by `MessageDecoder.finish` (the event normalized by Relay) on the main thread or
+the normalize thread, and then completed (user-agent contexts, top-level attributes pulled out,
+reference §2.0) and mutated by the steps of `save_generic_events` on the save thread (reference
+§1 lists Sentry's job keys; these fields are the ones the generic path uses).
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ class Job:
     # The event's `received` as the message carried it (Relay replaces the event's own with the
     # normalization time), for the event-age metric.
     received: Any = None
-    # Seconds spent on this message on the main thread (its share of the batch's Jobs included),
-    # reported per batch by the save step.
+    # Seconds spent on this message before the save (decode on the main thread, normalize on the
+    # main or normalize thread, its share of the batch's Jobs included), reported by the save step.
     decode_seconds: float = 0.0
     normalize_seconds: float = 0.0
     # Filled by the steps of save_generic_events (None until then: a Job is made per message on
-    # the main thread, where every default made costs). `interfaces` is computed once, by the
+    # the main or normalize thread, where every default made costs). `interfaces` is computed once, by the
     # first step that needs it (see `interfaces.event_interfaces`).
     interfaces: tuple[str, ...] | None = None
     release_id: int | None = None

@@ -1,10 +1,12 @@
 """Message to Job: decode, validate, build, normalize and pull apart one `ingest-occurrences`
 message (CONTRACT §2, reference §7.2 and §2.0).
 
-Runs on the consumer's main thread, in two halves (`MessageDecoder`): per message up to the
-event built for Relay, then per batch the Relay calls and the Jobs (see `normalize.py` for why
-normalization runs on the main thread); the user-agent contexts and the pulling apart of the
-event (reference §2.0) follow per batch on the save thread (`save.py`). No I/O. Raises BadMessage with a stable `reason` for anything that can never be saved;
+Runs in two halves (`MessageDecoder`): per message, on the consumer's main thread, up to the
+event built for Relay; then per batch the Relay calls and the Jobs, on the main thread or, with
+a Relay process, on the normalize thread (see `normalize.py` and `relay_process.py`); the
+user-agent contexts and the pulling apart of the event (reference §2.0) follow per batch on the
+save thread (`save.py`). No I/O but the Relay process's pipe. Raises BadMessage with a stable
+`reason` for anything that can never be saved;
 returns a Skip for messages that are valid but not saved. Whether the project and organization
 exist, or were deleted, is decided per batch by the save step.
 
@@ -268,8 +270,8 @@ class Prepared:
 
 
 class MessageDecoder:
-    """Message to Job in two halves, with its cache of Relay normalizers (per project). One per
-    thread.
+    """Message to Job in two halves, with its cache of Relay normalizers (per project). `prepare`
+    and `finish` may run on different threads, each half on one thread at a time.
 
     `prepare` runs per message (parse, validate, build the event); `finish` runs per batch:
     first every Relay call, one after the other, then every Job. Relay's native code evicts the

@@ -1,11 +1,11 @@
 """Relay's store normalizer with the arguments Sentry uses (reference §2.0, CONTRACT §3).
 
-Where it runs: the Relay calls of a batch one after the other, in `MessageDecoder.finish`, on
-the consumer's main thread, after batching and before the save (`strategy/decode.py`,
-`NormalizeBatch`). An event Relay rejects becomes a dead letter in its batch there, before the
-save step sees the batch, and normalization overlaps with the save thread: the Relay call is a
-C call that releases the GIL, so normalizing the next batch proceeds while the save thread
-saves the previous one. The user-agent contexts, a cheap pure merge from a cache, are added on
+Where it runs: the Relay calls of a batch one after the other, in `MessageDecoder.finish`, after
+batching and before the save (`strategy/decode.py`, `NormalizeBatch`): on the consumer's main
+thread, or in the worker's Relay process (`relay_process.py`, which says when and why). An event
+Relay rejects becomes a dead letter in its batch there, before the save step sees the batch, and
+normalization overlaps with the save thread: the Relay call is a C call that releases the GIL,
+so normalizing the next batch proceeds while the save thread saves the previous one. The user-agent contexts, a cheap pure merge from a cache, are added on
 the save thread, per batch (`save.py`): right after a Relay call the interpreter runs with cold
 caches, and the merge costs three times as much per event there as in a loop over the batch.
 

@@ -18,7 +18,7 @@
 Every step runs over the whole batch, storage is called once per kind at the step's boundary
 (each step resolves what it needs from storage before any event is changed, see below), and
 each step's time is exported (`consumer_save_step_duration_seconds{step=...}`), the decode and
-normalize time the batch's messages took on the main thread included.
+normalize time the batch's messages took before the save included.
 
 Runs on the save thread. Raises TransientError when storage is unavailable; every write is
 idempotent, so the caller retries the whole batch.

@@ -400,12 +400,10 @@ class BenchOptions:
 def run_bench(
     settings: Settings, options: BenchOptions, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Pre-load once, measure each kind `runs` times, print the table, return (and write) JSON."""
-    import psycopg
-
+    """Pre-load once, measure each kind `runs` times, print the table, return (and write) JSON.
+    The topic is deleted at the end."""
     from consumer.loadgen.produce import produce_occurrences
     from consumer.loadgen.sdk import event_stream
-    from consumer.storage.admin import create_organization, create_project
 
     if options.processes > options.partitions:
         raise ConfigurationError(
@@ -416,18 +414,44 @@ def run_bench(
     topic = f"bench-{run_id}"
     server_url = settings.database.url.reveal().rsplit("/", 1)[0] + "/postgres"
     _create_topic(settings, topic, options.partitions)
-    say(
-        f"bench: pre-loading {options.events} events into {topic} ({options.partitions} partitions)"
-    )
-    project_ids = list(range(1, options.projects + 1))
-    report = produce_occurrences(
-        settings.kafka.client_config(),
-        topic,
-        event_stream(),
-        count=options.events,
-        project_ids=project_ids,
-    )
-    say(f"bench: pre-loaded in {report.seconds:.1f}s")
+    try:
+        say(
+            f"bench: pre-loading {options.events} events into {topic} "
+            f"({options.partitions} partitions)"
+        )
+        project_ids = list(range(1, options.projects + 1))
+        report = produce_occurrences(
+            settings.kafka.client_config(),
+            topic,
+            event_stream(),
+            count=options.events,
+            project_ids=project_ids,
+        )
+        say(f"bench: pre-loaded in {report.seconds:.1f}s")
+        results = _measure_all(settings, options, run_id, topic, server_url, project_ids, say)
+    finally:
+        _delete_topic(settings, topic, say)  # 100,000 events: about 0.8 GB of broker log
+    summary = _summarize(results, options)
+    say(_table(summary))
+    if options.output is not None:
+        options.output.parent.mkdir(parents=True, exist_ok=True)
+        options.output.write_text(json.dumps(summary, indent=2))
+        say(f"bench: written to {options.output}")
+    return summary
+
+
+def _measure_all(
+    settings: Settings,
+    options: BenchOptions,
+    run_id: str,
+    topic: str,
+    server_url: str,
+    project_ids: list[int],
+    say: Callable[[str], None],
+) -> dict[str, list[Measurement]]:
+    import psycopg
+
+    from consumer.storage.admin import create_organization, create_project
 
     results: dict[str, list[Measurement]] = {kind: [] for kind in options.measurements}
     for run in range(options.runs):
@@ -451,13 +475,7 @@ def run_bench(
                 f"({measurement.events} events in {measurement.seconds:.1f}s)"
             )
             _drop_database(server_url, database)
-    summary = _summarize(results, options)
-    say(_table(summary))
-    if options.output is not None:
-        options.output.parent.mkdir(parents=True, exist_ok=True)
-        options.output.write_text(json.dumps(summary, indent=2))
-        say(f"bench: written to {options.output}")
-    return summary
+    return results
 
 
 def _settings_for(
@@ -519,6 +537,17 @@ def _table(summary: Mapping[str, Any]) -> str:
     for name, value in summary["ratios"].items():
         lines.append(f"{name}: {value:.2f}")
     return "\n".join(lines)
+
+
+def _delete_topic(settings: Settings, topic: str, say: Callable[[str], None] = print) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client_config())
+    for future in admin.delete_topics([topic]).values():
+        try:
+            future.result(timeout=30)
+        except Exception as error:  # noqa: BLE001 - a leftover topic is not worth failing for
+            say(f"bench: could not delete topic {topic}: {error}")
 
 
 def _create_topic(settings: Settings, topic: str, partitions: int) -> None:

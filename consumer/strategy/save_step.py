@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 # After a join deadline, how long an abandoned save may take to notice its cancellation.
 ABANDON_GRACE = 5.0
-# How long `submit` may block the poll loop waiting for the batch in flight (well under any
-# heartbeat or poll interval).
+# How long the normalize step may block the poll loop waiting for the batch in flight, when it
+# has nowhere to put the next one (well under any heartbeat or poll interval). Bouncing straight
+# back instead would cost arroyo's 10 ms sleep after a rejection.
 HANDOFF_WAIT = 0.05
 
 
@@ -60,14 +61,16 @@ class SaveStep(ProcessingStrategy[Batch | FilteredPayload]):
             if self._idle is not None:
                 self._idle.done()
 
+    def wait_idle(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the batch in flight to be saved (the normalize step
+        does before a `submit` it would otherwise retry at once)."""
+        if self._in_flight is not None:
+            futures.wait([self._in_flight[1]], timeout=timeout)
+
     def submit(self, message: Message[Batch | FilteredPayload]) -> None:
+        """Start saving the batch; MessageRejected at once while one is in flight."""
         assert not self._closed
         self._forward_done()
-        if self._in_flight is not None:
-            # Wait a moment for the save to finish rather than bouncing straight back: arroyo
-            # sleeps 10 ms after every rejection, which would otherwise be added to every batch.
-            futures.wait([self._in_flight[1]], timeout=HANDOFF_WAIT)
-            self._forward_done()
         if self._in_flight is not None:
             raise MessageRejected()
         if isinstance(message.payload, FilteredPayload):

@@ -342,14 +342,19 @@ def test_the_next_batch_is_classified_while_a_normalized_one_waits_for_the_save(
     for the save on every message (it did: 50 ms each): the batch after is classified at once."""
     harness = Harness(batch_size=40, normalize_thread=normalize_thread)
     harness.saver.gate.clear()  # the first batch's save hangs
-    harness.produce(*[f"good:{n}".encode() for n in range(120)])
-    harness.run(500, until=lambda: len(harness.decoder.finished) == 2)
+    harness.produce(*[f"good:{n}".encode() for n in range(80)])
+    harness.run(
+        500,
+        until=lambda: len(harness.decoder.finished) == 2 and harness.decoder.prepared == 80,
+    )
     assert len(harness.decoder.finished) == 2  # batch 1 saving, batch 2 normalized and waiting
+    harness.produce(*[f"good:{n}".encode() for n in range(80, 120)])
     started = time.monotonic()
     for _ in range(40):
         harness.processor._run_once()
     elapsed = time.monotonic() - started
     assert harness.decoder.prepared == 120, "the third batch was not classified"
+    # Only the last iteration, with the third batch full and nowhere to go, may wait.
     assert elapsed < 40 * HANDOFF_WAIT / 2, f"{elapsed:.2f}s: the loop waited for the save"
     harness.saver.gate.set()
     harness.processor.signal_shutdown()

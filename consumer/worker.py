@@ -28,9 +28,8 @@ from arroyo.types import Commit, Partition, Topic
 from consumer import metrics
 from consumer.endpoint import Liveness, LivenessConsumer, default_liveness_path
 from consumer.errors import ConsumerError, FatalError, TransientError
-from consumer.pipeline import relay_process
 from consumer.pipeline.message import MessageDecoder
-from consumer.pipeline.relay_process import RelayProcess
+from consumer.pipeline.relay_process import RelayProcess, wanted
 from consumer.pipeline.save import EventSaver
 from consumer.settings import Settings
 from consumer.storage.store import Storage
@@ -137,7 +136,7 @@ def build_factory(
         retry_deadline=settings.worker.retry_deadline,
     )
     relay: RelayProcess | None = None
-    if relay_process.wanted(settings.worker.relay_process, settings.worker.processes):
+    if wanted(settings.worker.relay_process, settings.worker.processes):
         relay = RelayProcess()
         resources.closers.append(relay.close)
         logger.info("Relay's calls are made in a process of their own (pid %s)", relay.pid)

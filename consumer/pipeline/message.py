@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -358,14 +358,8 @@ class MessageDecoder:
         seconds: list[float] = []
         for prepared in batch:
             started = clock()
-            event, prepared.event_json = prepared.event_json, None
-            assert event is not None, "a prepared message is finished once"
-            try:
-                results.append(normalize(event, prepared.project_id, BUILT_EVENT_TYPE))
-            except BadMessage as bad:
-                results.append(bad.with_traceback(None))  # its frames would keep the event
-            except RecursionError:
-                results.append(BadMessage("too_deeply_nested", "the event nests too deeply"))
+            event = _take_event(prepared)
+            results.append(_outcome(normalize, event, prepared.project_id, BUILT_EVENT_TYPE))
             del event  # the event's JSON dies here, once Relay has read it
             seconds.append(clock() - started)
         return results, seconds
@@ -376,27 +370,21 @@ class MessageDecoder:
         """Relay's calls for the whole batch in the Relay process, its outputs parsed here; each
         event timed as its share of the batch."""
         started = time.perf_counter()
-        request: list[tuple[int, bytes]] = []
-        for prepared in batch:
-            event, prepared.event_json = prepared.event_json, None
-            assert event is not None, "a prepared message is finished once"
-            request.append((prepared.project_id, event))
+        request = [(prepared.project_id, _take_event(prepared)) for prepared in batch]
         replies = relay.normalize(request)
-        complete = self.normalizer.complete
-        results: list[dict[str, Any] | BadMessage] = []
-        for (project_id, event), reply in zip(request, replies, strict=True):
-            if isinstance(reply, str):
-                results.append(BadMessage("normalization_failed", reply))
-                continue
-            try:
-                results.append(complete(orjson.loads(reply), event, project_id, BUILT_EVENT_TYPE))
-            except BadMessage as bad:
-                results.append(bad.with_traceback(None))
-            except RecursionError:
-                results.append(BadMessage("too_deeply_nested", "the event nests too deeply"))
+        results: list[dict[str, Any] | BadMessage] = [
+            BadMessage("normalization_failed", reply)
+            if isinstance(reply, str)
+            else _outcome(self._complete, reply, event, project_id)
+            for (project_id, event), reply in zip(request, replies, strict=True)
+        ]
         del request, replies
         share = (time.perf_counter() - started) / len(batch) if batch else 0.0
         return results, [share] * len(batch)
+
+    def _complete(self, output: bytes, event: bytes, project_id: int) -> dict[str, Any]:
+        """Relay's output from the Relay process, finished as `normalize_json` finishes it."""
+        return self.normalizer.complete(orjson.loads(output), event, project_id, BUILT_EVENT_TYPE)
 
     def __call__(self, value: bytes | None) -> Job | Skip:
         """Both halves for one message; raises BadMessage as either does."""
@@ -407,6 +395,23 @@ class MessageDecoder:
         if isinstance(result, BadMessage):
             raise result
         return result
+
+
+def _take_event(prepared: Prepared) -> bytes:
+    """The prepared event's JSON, dropped from the message: it is normalized once."""
+    event, prepared.event_json = prepared.event_json, None
+    assert event is not None, "a prepared message is finished once"
+    return event
+
+
+def _outcome(normalize: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any] | BadMessage:
+    """`normalize(*args)`, or the BadMessage of an event that cannot be normalized."""
+    try:
+        return normalize(*args)
+    except BadMessage as bad:
+        return bad.with_traceback(None)  # its frames would keep the event
+    except RecursionError:
+        return BadMessage("too_deeply_nested", "the event nests too deeply")
 
 
 _decoder: MessageDecoder | None = None

@@ -5,9 +5,10 @@ batching and before the save (`strategy/decode.py`, `NormalizeBatch`): on the co
 thread, or in the worker's Relay process (`relay_process.py`, which says when and why). An event
 Relay rejects becomes a dead letter in its batch there, before the save step sees the batch, and
 normalization overlaps with the save thread: the Relay call is a C call that releases the GIL,
-so normalizing the next batch proceeds while the save thread saves the previous one. The user-agent contexts, a cheap pure merge from a cache, are added on
-the save thread, per batch (`save.py`): right after a Relay call the interpreter runs with cold
-caches, and the merge costs three times as much per event there as in a loop over the batch.
+so normalizing the next batch proceeds while the save thread saves the previous one. The
+user-agent contexts, a cheap pure merge from a cache, are added on the save thread, per batch
+(`save.py`): right after a Relay call the interpreter runs with cold caches, and the merge
+costs three times as much per event there as in a loop over the batch.
 
 Arguments as in Sentry's `EventManager._normalize_impl` for an occurrence (no project config, no
 client, no key, protocol "5", `remove_other=False` so keys such as `metadata` survive, limits of
@@ -165,24 +166,29 @@ class EventNormalizer:
             )
         return normalizer
 
+    def _relay(
+        self,
+        call: Callable[[Any, bytes], _T],
+        raw_event: bytes,
+        project_id: int,
+        normalize_user_agent: bool,
+    ) -> _T:
+        """`call` (one of the `relay_normalize` functions) with the project's normalizer, Relay's
+        refusal raised as BadMessage("normalization_failed")."""
+        try:
+            return call(self.store_normalizer(project_id, normalize_user_agent), raw_event)
+        except RelayError as error:
+            raise BadMessage("normalization_failed", _relay_message(error)) from None
+
     def normalize_raw(
         self, raw_event: bytes, project_id: int, *, normalize_user_agent: bool
     ) -> dict[str, Any]:
-        try:
-            result = relay_normalize(
-                self.store_normalizer(project_id, normalize_user_agent), raw_event
-            )
-        except RelayError as error:
-            raise BadMessage("normalization_failed", _relay_message(error)) from None
-        return result
+        return self._relay(relay_normalize, raw_event, project_id, normalize_user_agent)
 
     def relay_json(self, raw: bytes, project_id: int) -> bytes:
         """Relay's output for an event encoded by orjson, as JSON, user-agent parsing off: the
         first half of `normalize_json`, which `complete` finishes (the Relay process's part)."""
-        try:
-            return relay_normalize_json(self.store_normalizer(project_id, False), raw)
-        except RelayError as error:
-            raise BadMessage("normalization_failed", _relay_message(error)) from None
+        return self._relay(relay_normalize_json, raw, project_id, False)
 
     def normalize(self, event: dict[str, Any], project_id: int) -> dict[str, Any]:
         """The normalized event (a new dict), complete but for the user-agent contexts."""

@@ -51,7 +51,8 @@ class InlineExecutor(Executor):
 
 
 class Decoder(Protocol):
-    """`MessageDecoder`'s two halves (one decoder, used on the main thread only)."""
+    """`MessageDecoder`'s two halves: `prepare` on the main thread, `finish` on the main or the
+    normalize thread, each on one thread at a time."""
 
     def prepare(self, value: bytes | None) -> Prepared | Skip: ...
 

@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv services services-down tools demo test unit integration lint faults bench clean
+.PHONY: venv native services services-down tools demo test unit integration lint faults bench clean
 
 venv: $(STAMP)
 
@@ -16,6 +16,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The pipeline's modules compiled with mypyc (consumer/native.py, README "Compiled pipeline
+# modules"), built again whenever a source of the package changes. Where it cannot be built (no C
+# compiler), it says so and the same modules run as pure Python.
+NATIVE := consumer/_native/manifest.json
+
+native: $(NATIVE)
+
+$(NATIVE): $(STAMP) $(shell find consumer -name '*.py')
+	$(PY) -m consumer native build --optional
+
+# The pipeline's unit tests once more with the compiled modules turned off: both forms must
+# behave the same.
+PIPELINE_AS_PYTHON := CONSUMER_NATIVE=off $(PY) -m pytest tests/unit/pipeline -q
 
 services: venv
 	$(PY) scripts/services.py up
@@ -27,7 +41,7 @@ services-down:
 tools: venv
 	$(PY) scripts/tools.py
 
-demo: services
+demo: services native
 	$(PY) -m consumer demo
 
 lint: venv
@@ -35,10 +49,11 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-unit: venv
+unit: native
 	$(PY) -m pytest tests/unit -q
+	$(PIPELINE_AS_PYTHON)
 
-integration: services tools
+integration: services tools native
 	$(PY) -m pytest tests/integration -q
 
 # The fault-injection suite (tests/faults) runs on a private Kafka, PostgreSQL and Redis that
@@ -46,16 +61,17 @@ integration: services tools
 FAULTS_REDUCED_EVENTS ?= 1000
 FAULTS_FULL_EVENTS ?= 50000
 
-test: services lint tools
+test: services lint tools native
 	FAULTS_EVENTS=$(FAULTS_REDUCED_EVENTS) $(PY) -m pytest tests -q
+	$(PIPELINE_AS_PYTHON)
 
-faults: venv
+faults: native
 	FAULTS_EVENTS=$(FAULTS_FULL_EVENTS) $(PY) -m pytest tests/faults -q
 
 clean: services-down
-	rm -rf .cache $(VENV)
+	rm -rf .cache $(VENV) consumer/_native
 
 # The worker against the limit and per-event baselines, measured in one run (see README
 # "Performance"); BENCH_ARGS passes options, e.g. BENCH_ARGS="--processes 2 --events 20000".
-bench: services
+bench: services native
 	$(PY) -m consumer bench $(BENCH_ARGS)

@@ -67,13 +67,13 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumer import endpoint
+    from consumer import endpoint, native
     from consumer.supervisor import liveness_max_age, supervise
     from consumer.worker import run_worker
 
     settings = _settings(args, _run_overrides(args))
     logger.info(
-        "starting: topic=%s group=%s batch=%d/%dms kafka=%s db=%s redis=%s",
+        "starting: topic=%s group=%s batch=%d/%dms kafka=%s db=%s redis=%s pipeline=%s",
         settings.kafka.topic,
         settings.kafka.group_id,
         settings.worker.batch_size,
@@ -81,6 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings.kafka.bootstrap_servers,
         settings.database.url,
         settings.redis.url,
+        native.status,
     )
     if settings.worker.processes > 1:
         return supervise(settings)
@@ -380,6 +381,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_native(args: argparse.Namespace) -> int:
+    from consumer import native
+
+    if args.action == "status":
+        found = native.check(native.BUILD_DIR)
+        built = "current" if isinstance(found, dict) else found
+        print(f"compiled pipeline modules: build {built}; this process runs: {native.status}")
+        return 0
+    try:
+        native.build()
+    # setuptools reports a compiler's failure by raising, mypyc a type error by exiting
+    except (Exception, SystemExit) as error:
+        if not args.optional:
+            raise
+        print(f"compiled pipeline modules not built ({error!r}); the pure-Python ones will run")
+        return 0
+    print(f"compiled {len(native.MODULES)} pipeline modules into {native.BUILD_DIR}")
+    return 0
+
+
 def _create_topic(settings: Settings, topic: str, partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -544,6 +565,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", action="append", choices=["worker", "limit", "per_event"])
     bench.add_argument("--output", default="bench-results/latest.json", help="JSON report path")
     bench.set_defaults(func=cmd_bench)
+
+    native = commands.add_parser(
+        "native", help="the pipeline modules compiled with mypyc (consumer/native.py)"
+    )
+    native.add_argument("action", choices=("build", "status"))
+    native.add_argument(
+        "--optional",
+        action="store_true",
+        help="build: on failure (no C compiler, no mypy) say so and exit 0; pure Python runs",
+    )
+    native.set_defaults(func=cmd_native)
 
     demo = commands.add_parser("demo", help="the whole job end to end on the local services")
     demo.add_argument("--count", type=int, default=5000)

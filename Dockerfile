@@ -3,11 +3,18 @@
 # (README, "Configuration reference").
 
 FROM python:3.11-slim AS build
+# A C compiler for the pipeline modules compiled with mypyc (README, "Compiled pipeline modules").
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY consumer ./consumer
-# Wheels of the package and of every dependency, so the runtime stage installs offline.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The compiled modules, built into consumer/_native (the package's wheel carries them), then
+# wheels of the package and of every dependency, so the runtime stage installs offline.
+RUN pip install --no-cache-dir '.[native]' \
+    && python -m consumer native build \
+    && pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,7 +26,8 @@ RUN groupadd --system --gid 10001 consumer \
     && useradd --system --uid 10001 --gid consumer --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin consumer
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links=/wheels sentry-generic-consumer && rm -rf /wheels
+RUN pip install --no-index --find-links=/wheels sentry-generic-consumer && rm -rf /wheels \
+    && python -c "from consumer import native; assert native.status == 'compiled', native.status"
 WORKDIR /app
 USER consumer:consumer
 EXPOSE 9100

@@ -106,9 +106,9 @@ def test_this_process_runs_the_compiled_modules_where_a_build_is_current() -> No
     assert not native.is_compiled(importlib.import_module("consumer.pipeline.save"))
 
 
-def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _run(code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -145,14 +145,7 @@ print(native.is_compiled(m))
 
 
 def _install(build: Path, case: str = "fresh") -> tuple[list[str], str]:
-    result = subprocess.run(
-        [sys.executable, "-c", _INSTALL, str(build), case],
-        env={**os.environ, "CONSUMER_NATIVE": "off"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    result = _run(_INSTALL, str(build), case, CONSUMER_NATIVE="off")
     return result.stdout.splitlines(), result.stderr
 
 

@@ -175,3 +175,31 @@ def test_modules_already_imported_as_python_are_not_mixed_with_compiled_ones(
     (status, compiled), _stderr = _install(_copy_of_the_build(tmp_path), "imported")
     assert status == "stale: already imported as Python: consumer.pipeline.tags"
     assert compiled == "False"
+
+
+def test_the_status_command_says_what_the_build_is_and_what_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from consumer import cli
+
+    assert cli.main(["native", "status"]) == 0
+    found = native.check(native.BUILD_DIR)
+    built = "current" if isinstance(found, dict) else found
+    assert capsys.readouterr().out == (
+        f"compiled pipeline modules: build {built}; this process runs: {native.status}\n"
+    )
+
+
+def test_an_optional_build_that_cannot_be_made_says_so_and_succeeds(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consumer import cli
+
+    def no_compiler() -> None:
+        raise SystemExit("error: command 'gcc' failed: No such file or directory")
+
+    monkeypatch.setattr(native, "build", no_compiler)
+    assert cli.main(["native", "build", "--optional"]) == 0
+    assert "not built" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["native", "build"])

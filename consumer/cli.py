@@ -67,13 +67,13 @@ def _run_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from consumer import endpoint, native
+    from consumer import endpoint
     from consumer.supervisor import liveness_max_age, supervise
     from consumer.worker import run_worker
 
     settings = _settings(args, _run_overrides(args))
     logger.info(
-        "starting: topic=%s group=%s batch=%d/%dms kafka=%s db=%s redis=%s pipeline=%s",
+        "starting: topic=%s group=%s batch=%d/%dms kafka=%s db=%s redis=%s",
         settings.kafka.topic,
         settings.kafka.group_id,
         settings.worker.batch_size,
@@ -81,7 +81,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings.kafka.bootstrap_servers,
         settings.database.url,
         settings.redis.url,
-        native.status,
     )
     if settings.worker.processes > 1:
         return supervise(settings)

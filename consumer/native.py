@@ -128,7 +128,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 def install(build_dir: Path = BUILD_DIR) -> str:
     """Decide once per process, before any pipeline module is imported; returns the status."""
     global status
-    if any(isinstance(finder, _Finder) for finder in sys.meta_path):
+    if status == "compiled":  # installed already
         return status
     if os.environ.get(ENV, "").strip().lower() in ("off", "0", "false", "no"):
         status = "off"

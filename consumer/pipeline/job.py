@@ -52,8 +52,8 @@ class Job:
     decode_seconds: float = 0.0
     normalize_seconds: float = 0.0
     # Filled by the steps of save_generic_events (None until then: a Job is made per message on
-    # the main or normalize thread, where every default made costs). `interfaces` is computed once, by the
-    # first step that needs it (see `interfaces.event_interfaces`).
+    # the main or normalize thread, where every default made costs). `interfaces` is computed
+    # once, by the first step that needs it (see `interfaces.event_interfaces`).
     interfaces: tuple[str, ...] | None = None
     release_id: int | None = None
     dist_id: int | None = None

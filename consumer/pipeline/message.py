@@ -6,9 +6,9 @@ event built for Relay; then per batch the Relay calls and the Jobs, on the main 
 a Relay process, on the normalize thread (see `normalize.py` and `relay_process.py`); the
 user-agent contexts and the pulling apart of the event (reference §2.0) follow per batch on the
 save thread (`save.py`). No I/O but the Relay process's pipe. Raises BadMessage with a stable
-`reason` for anything that can never be saved;
-returns a Skip for messages that are valid but not saved. Whether the project and organization
-exist, or were deleted, is decided per batch by the save step.
+`reason` for anything that can never be saved; returns a Skip for messages that are valid but
+not saved. Whether the project and organization exist, or were deleted, is decided per batch by
+the save step.
 
 The event is built as Sentry's occurrence consumer builds it: `event_id`, `level` (the
 occurrence's, default "info"; the event's own is ignored), `platform`, `received`, `tags`,

@@ -3,7 +3,7 @@
     Healthcheck (optional: touches a file a supervisor can probe)
       → RunTask(Classify)                 decode and classify on the main thread; never raises
         → Buffer(BatchBuffer)             batch by count, bytes and time
-          → NormalizeStep                 Relay over the batch (main or normalize thread); never raises
+          → NormalizeStep                 Relay over the batch (main or own thread); never raises
             → SaveStep(BatchSaver)        save + dead letters on a background thread
               → CommitOffsets             commit last, after the save returned
 

@@ -9,12 +9,17 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY consumer ./consumer
-# The compiled modules, built into consumer/_native (the package's wheel carries them), then
-# wheels of the package and of every dependency, so the runtime stage installs offline.
-RUN pip install --no-cache-dir '.[native]' \
+# The locked tools (mypy for the compiled modules, setuptools for the wheel), the compiled
+# modules built into consumer/_native (the package's wheel carries them), the package's wheel,
+# and wheels of the locked runtime dependencies, so the runtime stage installs offline.
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/dev.txt \
+    && pip install --no-cache-dir --no-deps --no-build-isolation . \
     && python -m consumer native build \
-    && pip wheel --no-cache-dir --wheel-dir /wheels .
+    && pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && pip download --no-cache-dir --require-hashes --no-deps --dest /wheels/deps \
+       -r requirements/runtime.txt
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -26,7 +31,10 @@ RUN groupadd --system --gid 10001 consumer \
     && useradd --system --uid 10001 --gid consumer --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin consumer
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links=/wheels sentry-generic-consumer && rm -rf /wheels \
+COPY requirements/runtime.txt /wheels/runtime.txt
+RUN pip install --no-index --find-links=/wheels/deps --require-hashes --no-deps \
+       -r /wheels/runtime.txt \
+    && pip install --no-index --no-deps /wheels/sentry_generic_consumer-*.whl && rm -rf /wheels \
     && python -c "from consumer import native; assert native.status == 'compiled', native.status"
 WORKDIR /app
 USER consumer:consumer

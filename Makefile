@@ -1,21 +1,40 @@
 # The two commands of the README: `make demo` (the main job, end to end) and `make test`.
-# Everything they need is installed here: a virtual environment in .venv, and Kafka, PostgreSQL
-# and Redis through scripts/services.py (data, logs and downloads under .cache/).
+# Everything they need is installed here: a virtual environment in .venv with the exact versions
+# of requirements/dev.txt (the lock), and Kafka, PostgreSQL and Redis through scripts/services.py
+# (downloads, data and logs under .cache/; README "Prerequisites" says where PostgreSQL's are).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK := requirements/dev.txt
+RUNTIME_LOCK := requirements/runtime.txt
 
-.PHONY: venv native services services-down tools demo test unit integration lint faults bench clean
+.PHONY: venv native services services-down tools demo test unit integration lint faults bench \
+	clean lock upgrade
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+# The venv is made anew from the lock whenever the lock or pyproject.toml changes: only the
+# locked versions (checked against their hashes) are installed, then the package itself.
+$(STAMP): pyproject.toml $(LOCK)
+	$(PYTHON) scripts/check_python.py
+	$(PYTHON) -m venv --clear $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-lock to the newest versions pyproject.toml's ranges allow: the whole tree with dev tools
+# (the venv's), and the runtime tree (the Docker image's) held to the same versions.
+lock: venv
+	$(VENV)/bin/uv pip compile pyproject.toml --quiet --universal --generate-hashes --upgrade \
+		--extra dev -o $(LOCK)
+	$(VENV)/bin/uv pip compile pyproject.toml --quiet --universal --generate-hashes \
+		-c $(LOCK) -o $(RUNTIME_LOCK)
+
+# Move every dependency forward and prove it: re-lock, reinstall from the new lock, whole suite.
+upgrade: lock
+	$(MAKE) test
 
 # The pipeline's modules compiled with mypyc (consumer/native.py, README "Compiled pipeline
 # modules"), built again whenever a source of the package changes. Where it cannot be built (no C

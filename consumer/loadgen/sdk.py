@@ -203,18 +203,6 @@ def _one_event(rng: random.Random, index: int) -> None:
                 sentry_sdk.capture_exception()
 
 
-def _collect_user_info() -> dict[str, Any]:
-    """Let the SDK send user data (ip addresses included): `data_collection` on newer SDKs,
-    `send_default_pii` (deprecated there) on older ones."""
-    import inspect
-
-    from sentry_sdk.consts import ClientConstructor
-
-    if "data_collection" in inspect.signature(ClientConstructor.__init__).parameters:
-        return {"data_collection": {"user_info": True}}
-    return {"send_default_pii": True}
-
-
 def capture_events(count: int, seed: int = 0) -> list[dict[str, Any]]:
     """Capture `count` events from the real SDK (about a millisecond each)."""
     rng = random.Random(seed)
@@ -225,9 +213,10 @@ def capture_events(count: int, seed: int = 0) -> list[dict[str, Any]]:
         auto_enabling_integrations=False,
         max_breadcrumbs=10,
         server_name="web-1",
-        include_local_variables=True,
         traces_sample_rate=0.0,
-        **_collect_user_info(),
+        # User data (ip addresses included) and frame variables, as an application that opts
+        # in sends them.
+        data_collection={"user_info": True, "stack_frame_variables": True},
     )
     with sentry_sdk.isolation_scope() as isolation:
         isolation.set_client(client)

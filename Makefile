@@ -87,7 +87,9 @@ test: services lint tools native
 faults: native
 	FAULTS_EVENTS=$(FAULTS_FULL_EVENTS) $(PY) -m pytest tests/faults -q
 
-clean: services-down
+# Stops the services, removes their files (PostgreSQL's too, wherever they live), and the venv.
+clean:
+	@if [ -x $(PY) ]; then $(PY) scripts/services.py clean; else python3 scripts/services.py clean; fi
 	rm -rf .cache $(VENV) consumer/_native
 
 # The worker against the limit and per-event baselines, measured in one run (see README

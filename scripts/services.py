@@ -1,16 +1,22 @@
 """Install and start the services the worker talks to, on loopback, without Docker.
 
-    python scripts/services.py up      # Kafka (KRaft), PostgreSQL 15, Redis; idempotent
+    python scripts/services.py up      # Kafka (KRaft), PostgreSQL 14 or newer, Redis; idempotent
     python scripts/services.py down    # stop what `up` started (never a service it reused)
     python scripts/services.py status
+    python scripts/services.py clean   # stop, then remove every file `up` wrote
 
 Every service is reused when something already answers on its port. Otherwise it is installed
-when missing (Kafka from Maven Central into the cache folder, Redis and PostgreSQL from Debian's
-packages), started with its data and log under the cache folder, and waited for until it
-answers: a Kafka metadata request, `pg_isready`, a Redis `PING`. A service that will not start
-fails the command with a message naming the service and its log file.
+when missing (Kafka from Maven Central into the cache folder, Redis and PostgreSQL from the
+system's packages), started with its data and log under the cache folder, and waited for until it
+answers: a Kafka metadata request, a PostgreSQL connection, a Redis `PING`. A service that will not
+start fails the command with a message naming the service and its log file.
 
 The cache folder is `.cache/` at the repository root (git ignores it), or `$CONSUMER_CACHE_DIR`.
+PostgreSQL refuses to run as root, so under root it runs as the `postgres` system user, which
+may not be able to enter the checkout (a root user's home, a `mktemp -d` folder): its files then
+live in that user's home, in `~postgres/sentry-generic-consumer/<checkout>-<hash>/`, and
+`.cache/postgres` links there. Under any other user they stay in `.cache/postgres/`.
+
 `Stack` is also what the fault-injection suite uses to run a private set of services on other
 ports, which it can stop, kill and restart without touching the shared ones.
 """
@@ -19,7 +25,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import hashlib
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -32,7 +42,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+# Where PostgreSQL's server programs are looked for, newest major first: $PG_BIN, Debian and
+# Ubuntu, the PGDG packages of Red Hat's family, then whatever `pg_config` or PATH points at.
+PG_BIN_PATTERNS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin")
+PG_OLDEST_MAJOR = 14
+JAVA_OLDEST_MAJOR = 17
+PG_FOLDER = "sentry-generic-consumer"  # under ~postgres, when the server runs as that user
 DATABASE = "consumer"
 START_TIMEOUT = float(os.environ.get("SERVICES_START_TIMEOUT", "90"))
 SERVICE_NAMES = ("kafka", "postgres", "redis")
@@ -40,6 +55,86 @@ SERVICE_NAMES = ("kafka", "postgres", "redis")
 
 class ServiceError(Exception):
     """A service could not be installed or started; the message says which and where to look."""
+
+
+def _pg_major(bindir: Path) -> int | None:
+    """The major version of the server in `bindir`, or None when there is none that runs."""
+    postgres = bindir / "postgres"
+    if not (postgres.is_file() and (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file()):
+        return None
+    try:
+        out = subprocess.run(
+            [str(postgres), "--version"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"(\d+)(?:\.\d+)?", out)
+    return int(found.group(1)) if found else None
+
+
+def pg_candidates() -> list[Path]:
+    """Folders that may hold PostgreSQL's server programs, in the order they are preferred."""
+    if os.environ.get("PG_BIN"):
+        return [Path(os.environ["PG_BIN"])]
+    found: list[Path] = []
+    for pattern in PG_BIN_PATTERNS:
+        found.extend(Path(path) for path in Path("/").glob(pattern.lstrip("/")))
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            bindir = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=30
+            ).stdout.strip()
+            found.append(Path(bindir))
+    for program in ("pg_ctl", "initdb", "postgres"):
+        path = shutil.which(program)
+        if path is not None:
+            found.append(Path(path).resolve().parent)
+    return list(dict.fromkeys(found))
+
+
+def find_pg_bin() -> tuple[Path, int] | None:
+    """The newest PostgreSQL server (14 or newer) on this machine: its programs' folder and
+    major version."""
+    usable = []
+    for bindir in pg_candidates():
+        major = _pg_major(bindir)
+        if major is not None and major >= PG_OLDEST_MAJOR:
+            usable.append((major, bindir))
+    if not usable:
+        return None
+    major, bindir = max(usable)
+    return bindir, major
+
+
+def pg_install() -> tuple[Path, int]:
+    """Install the system's PostgreSQL server and return it. A package that creates and starts a
+    cluster of its own (Debian's `main`) has it stopped, so it does not take the port."""
+    found = find_pg_bin()
+    if found is not None:
+        return found
+    if os.environ.get("PG_BIN"):
+        raise ServiceError(f"postgres: PG_BIN={os.environ['PG_BIN']} holds no PostgreSQL server")
+    if shutil.which("apt-get") is None:
+        raise ServiceError(
+            f"postgres: no PostgreSQL server {PG_OLDEST_MAJOR} or newer found and no apt-get to "
+            "install one; install the server package of your system, or set PG_BIN to the "
+            "folder holding its initdb, pg_ctl and postgres"
+        )
+    apt_install("postgresql")
+    if shutil.which("pg_lsclusters") is not None:
+        listed = subprocess.run(
+            ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=False
+        ).stdout
+        for line in listed.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[3] == "online":
+                subprocess.run(["pg_ctlcluster", fields[0], fields[1], "stop"], check=False)
+                say(f"postgres: stopped the cluster {fields[0]}/{fields[1]} the package started")
+    found = find_pg_bin()
+    if found is None:
+        raise ServiceError("postgres: installed the postgresql package but found no server")
+    return found
 
 
 def say(message: str) -> None:
@@ -51,7 +146,9 @@ def run(cmd: Sequence[str], *, user: str | None = None, log: Path | None = None)
     argv = list(cmd)
     if user is not None and os.geteuid() == 0:
         argv = ["runuser", "-u", user, "--", *argv]
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    # Another user may not be able to enter the current folder (a 0700 checkout).
+    cwd = "/" if argv[0] == "runuser" else None
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd)
     if result.returncode != 0:
         detail = (result.stdout + result.stderr).strip()[-2000:]
         where = f" (log: {log})" if log else ""
@@ -93,6 +190,23 @@ def apt_install(*packages: str) -> None:
     if result.returncode != 0:
         raise ServiceError(
             f"apt-get install {' '.join(packages)} failed:\n{update.stderr}{result.stderr[-2000:]}"
+        )
+
+
+def java_check() -> None:
+    """Kafka's broker needs Java 17 or newer: install the system's default runtime when there is
+    no `java`, refuse an older one with the reason."""
+    if shutil.which("java") is None:
+        apt_install("default-jre-headless")
+    result = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', result.stderr + result.stdout)
+    major = 0 if found is None else int(found.group(1))
+    if major == 1 and found is not None and found.group(2):  # "1.8.0_392" is Java 8
+        major = int(found.group(2))
+    if major < JAVA_OLDEST_MAJOR:
+        raise ServiceError(
+            f"kafka: Java {JAVA_OLDEST_MAJOR} or newer is needed, `java -version` says "
+            f"{(result.stderr or result.stdout).strip().splitlines()[:1]}"
         )
 
 
@@ -150,7 +264,7 @@ class Stack:
     def log(self, name: str) -> Path:
         return {
             "kafka": self.cache / "kafka" / "kafka.log",
-            "postgres": self.cache / "postgres" / "postgres.log",
+            "postgres": self.pg_folder / "postgres.log",
             "redis": self.cache / "redis" / "redis.log",
         }[name]
 
@@ -311,10 +425,9 @@ log.segment.bytes=134217728
 """
 
     def kafka_install(self) -> None:
+        java_check()
         if any(self.libs.glob("kafka_2.13-*.jar")):
             return
-        if shutil.which("java") is None:
-            apt_install("openjdk-17-jre-headless")
         if shutil.which("mvn") is None:
             apt_install("maven")
         self._say("resolving Apache Kafka and its runtime dependencies with Maven (first run only)")
@@ -382,31 +495,85 @@ log.segment.bytes=134217728
 
     # -------------------------------------------------------------------------- PostgreSQL
 
-    @property
-    def pg_data(self) -> Path:
-        return self.cache / "postgres" / "data"
-
     @staticmethod
     def pg_owner() -> str | None:
         """Who runs the server: PostgreSQL refuses root, so root hands it to `postgres`."""
         return "postgres" if os.geteuid() == 0 else None
 
-    def pg_start(self) -> None:
-        if not (PG_BIN / "postgres").exists():
-            apt_install("postgresql-15")
-        folder, sockets = self.cache / "postgres", self.cache / "postgres" / "run"
-        for path in (folder, sockets, self.run_dir):
-            path.mkdir(parents=True, exist_ok=True)
+    @property
+    def pg_folder(self) -> Path:
+        """Where the server's data, sockets and log live: a folder its user can enter."""
         owner = self.pg_owner()
-        log = self.log("postgres")
+        if owner is None:
+            return self.cache / "postgres"
+        digest = hashlib.sha256(str(self.cache).encode()).hexdigest()[:10]
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.cache.parent.name}-{self.cache.name}")
+        return Path(pwd.getpwnam(owner).pw_dir) / PG_FOLDER / f"{name.strip('-')}-{digest}"
+
+    @property
+    def pg_data(self) -> Path:
+        """The data directory of the running server (the one `up` started), else of the newest
+        PostgreSQL here."""
+        started = self.run_dir / "postgres.started"
+        with contextlib.suppress(OSError):
+            return Path(started.read_text().strip())
+        found = find_pg_bin()
+        major = found[1] if found else 0
+        return self.pg_folder / str(major) / "data"
+
+    def _pg_prepare_folder(self) -> Path:
+        """Make the server's folder, owned by the server's user; under root, link it from the
+        cache folder so that people find it where the other services' files are."""
+        folder = self.pg_folder
+        owner = self.pg_owner()
+        if owner is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        parent = folder.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self._pg_prune(parent)
+        for path in (parent, folder):
+            path.mkdir(exist_ok=True)
+            shutil.chown(path, owner, owner)
+            path.chmod(0o700)
+        (folder / "CHECKOUT").write_text(f"{self.cache}\n")
+        link = self.cache / "postgres"
+        if link.is_symlink() and link.resolve() != folder:
+            link.unlink()
+        if not link.exists() and not link.is_symlink():
+            self.cache.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder, target_is_directory=True)
+        return folder
+
+    def _pg_prune(self, parent: Path) -> None:
+        """Remove the folders of checkouts that are gone (a deleted `mktemp -d` clone) and whose
+        server is not running."""
+        for folder in parent.iterdir():
+            try:
+                checkout = Path((folder / "CHECKOUT").read_text().strip())
+            except OSError:
+                continue
+            running = any(folder.glob("*/data/postmaster.pid"))
+            if not checkout.exists() and not running:
+                shutil.rmtree(folder, ignore_errors=True)
+                self._say(f"postgres: removed {folder}, left by {checkout}, which is gone")
+
+    def pg_start(self) -> None:
+        bindir, major = pg_install()
+        owner = self.pg_owner()
+        folder = self._pg_prepare_folder()
+        data, sockets, log = folder / str(major) / "data", folder / "run", self.log("postgres")
+        for path in (data.parent, sockets):
+            path.mkdir(parents=True, exist_ok=True)
+            if owner is not None:
+                shutil.chown(path, owner, owner)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log.touch()
         if owner is not None:
-            shutil.chown(folder, owner)
-            shutil.chown(sockets, owner)
-            log.touch()
-            shutil.chown(log, owner)
-        if not (self.pg_data / "PG_VERSION").exists():
+            shutil.chown(log, owner, owner)
+        if not (data / "PG_VERSION").exists():
             run(
-                [str(PG_BIN / "initdb"), "-D", str(self.pg_data), "-U", "postgres", "--auth=trust",
+                [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                  "--encoding=UTF8", "--locale=C.UTF-8"],
                 user=owner, log=log,
             )  # fmt: skip
@@ -415,33 +582,22 @@ log.segment.bytes=134217728
             "-c max_connections=300 -c shared_buffers=256MB -c timezone=UTC "
             "-c max_wal_size=2GB -c checkpoint_timeout=15min"
         )
-        pg_ctl = [
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(self.pg_data),
-            "-l",
-            str(log),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-        ]
+        pg_ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w",
+                  "-t", "60"]  # fmt: skip
         run([*pg_ctl, "start"], user=owner, log=log)
-        (self.run_dir / "postgres.started").write_text(str(self.pg_data))
+        (self.run_dir / "postgres.started").write_text(str(data))
         self.wait_ready("postgres")
 
     def pg_ready(self) -> bool:
         if not port_open(self.pg_port):
             return False
-        isready = PG_BIN / "pg_isready"
-        command = str(isready) if isready.exists() else "pg_isready"
-        return (
-            subprocess.run(
-                [command, "-h", HOST, "-p", str(self.pg_port), "-q"], check=False
-            ).returncode
-            == 0
-        )
+        import psycopg
+
+        try:
+            psycopg.connect(self.database_server_url, connect_timeout=3).close()
+        except psycopg.Error:
+            return False
+        return True
 
     def pg_ensure_database(self) -> None:
         import psycopg
@@ -458,14 +614,25 @@ log.segment.bytes=134217728
         marker = self.run_dir / "postgres.started"
         if not marker.exists():
             return
-        if (self.pg_data / "postmaster.pid").exists():
+        data = Path(marker.read_text().strip())
+        if (data / "postmaster.pid").exists():
+            found = find_pg_bin()
+            pg_ctl = str(found[0] / "pg_ctl") if found else "pg_ctl"
             run(
-                [str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w", "stop"],
+                [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
                 user=self.pg_owner(),
                 log=self.log("postgres"),
             )
             self._say("postgres stopped")
         marker.unlink()
+
+    def remove(self) -> None:
+        """Stop what this stack started, then remove its files: the cache folder and, where it
+        lives elsewhere, PostgreSQL's folder."""
+        self.down()
+        if self.pg_owner() is not None:
+            shutil.rmtree(self.pg_folder, ignore_errors=True)
+        shutil.rmtree(self.cache, ignore_errors=True)
 
     # ------------------------------------------------------------------------------- Redis
 
@@ -501,26 +668,46 @@ log.segment.bytes=134217728
 
 
 def default_stack() -> Stack:
-    cache = Path(os.environ.get("CONSUMER_CACHE_DIR", ROOT / ".cache")).resolve()
-    return Stack(cache=cache)
+    return Stack(cache=Path(os.environ.get("CONSUMER_CACHE_DIR", ROOT / ".cache")).resolve())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "clean"])
     parser.add_argument(
         "services", nargs="*", help=f"any of {', '.join(SERVICE_NAMES)} (default: all)"
+    )
+    defaults = Stack(cache=ROOT)
+    for option in ("kafka_port", "controller_port", "pg_port", "redis_port"):
+        parser.add_argument(
+            f"--{option.replace('_', '-')}",
+            type=int,
+            default=getattr(defaults, option),
+            help="default: %(default)s",
+        )
+    parser.add_argument(
+        "--kafka-libs", type=Path, help="Kafka's jars already resolved elsewhere (skips Maven)"
     )
     args = parser.parse_args(argv)
     names = args.services or list(SERVICE_NAMES)
     unknown = sorted(set(names) - set(SERVICE_NAMES))
     if unknown:
         parser.error(f"unknown service(s): {', '.join(unknown)}")
-    stack = default_stack()
+    stack = dataclasses.replace(
+        default_stack(),
+        kafka_port=args.kafka_port,
+        controller_port=args.controller_port,
+        pg_port=args.pg_port,
+        redis_port=args.redis_port,
+        kafka_libs=args.kafka_libs,
+    )
     try:
-        {"up": stack.up, "down": stack.down, "status": stack.status}[args.action](names)
+        if args.action == "clean":
+            stack.remove()
+        else:
+            {"up": stack.up, "down": stack.down, "status": stack.status}[args.action](names)
     except ServiceError as error:
         print(f"services: ERROR: {error}", file=sys.stderr)
         return 1

@@ -30,8 +30,7 @@ def _openssl(*args: str) -> None:
 
 
 def private_folder(prefix: str) -> Path:
-    """A fresh folder under `.cache/private/` (the `postgres` user can reach it, unlike
-    pytest's tmp_path, which is private to root)."""
+    """A fresh folder under `.cache/private/`, beside the shared services' files."""
     path = ROOT / ".cache" / "private" / f"{prefix}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
     path.chmod(0o755)
@@ -179,6 +178,6 @@ def start_stack() -> tuple[FaultStack, Path]:
 
 def stop_stack(stack: Stack, folder: Path) -> None:
     try:
-        stack.down()
+        stack.remove()
     finally:
         shutil.rmtree(folder, ignore_errors=True)

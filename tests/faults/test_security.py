@@ -399,10 +399,12 @@ def tls_postgres() -> Iterator[TlsPostgres]:
     stack = Stack(cache=folder, pg_port=free_port(), quiet=True)
     try:
         stack.up(["postgres"])
-        server_files = folder / "postgres" / "server-tls"
+        # Where the server's user can read them (it may not enter the checkout).
+        server_files = stack.pg_folder / "server-tls"
         server_files.mkdir()
         shutil.copy(certificates.server_cert, server_files / "server.pem")
         shutil.copy(certificates.server_key, server_files / "server.key")
+        shutil.copy(certificates.ca, server_files / "ca.pem")
         owner = Stack.pg_owner()
         for path in (server_files, *server_files.iterdir()):
             if owner is not None:
@@ -413,7 +415,7 @@ def tls_postgres() -> Iterator[TlsPostgres]:
         with psycopg.connect(stack.database_server_url, autocommit=True) as conn:
             conn.execute(f"ALTER SYSTEM SET ssl_cert_file = '{server_files / 'server.pem'}'")
             conn.execute(f"ALTER SYSTEM SET ssl_key_file = '{server_files / 'server.key'}'")
-            conn.execute(f"ALTER SYSTEM SET ssl_ca_file = '{certificates.ca}'")
+            conn.execute(f"ALTER SYSTEM SET ssl_ca_file = '{server_files / 'ca.pem'}'")
             conn.execute("ALTER SYSTEM SET ssl = on")
             conn.execute(f"CREATE ROLE {cert_role} LOGIN SUPERUSER")
             hba = Path(conn.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
@@ -422,8 +424,7 @@ def tls_postgres() -> Iterator[TlsPostgres]:
         time.sleep(0.5)
         yield TlsPostgres(stack, certificates, folder, database, cert_role)
     finally:
-        stack.down(["postgres"])
-        shutil.rmtree(folder, ignore_errors=True)
+        stack.remove()
 
 
 def _migrate_with(env: dict[str, str]) -> tuple[int, str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import tempfile
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +23,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def private_dir() -> Iterator[Path]:
-    """A folder the `postgres` user can reach (pytest's tmp_path is private to root)."""
-    path = ROOT / ".cache" / "private" / uuid.uuid4().hex[:8]
-    path.mkdir(parents=True)
+    """A folder only its owner may enter, as `mktemp -d` makes: PostgreSQL, which never runs as
+    root, must still start from it."""
+    path = Path(tempfile.mkdtemp(prefix="services-"))
+    assert path.stat().st_mode & 0o777 == 0o700
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -57,8 +58,9 @@ def test_a_private_stack_starts_is_killed_and_restarts(private_dir: Path) -> Non
             stack.up([name])
             assert stack.ready(name), f"{name} did not come back"
     finally:
-        stack.down()
+        stack.remove()
     assert not any(stack.ready(name) for name in ("kafka", "postgres", "redis"))
+    assert not stack.pg_folder.exists()
 
 
 def test_a_service_that_does_not_answer_is_named_with_its_log(tmp_path: Path) -> None:

@@ -3,20 +3,13 @@
 # (README, "Configuration reference").
 
 FROM python:3.11-slim AS build
-# A C compiler for the pipeline modules compiled with mypyc (README, "Compiled pipeline modules").
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY requirements ./requirements
 COPY consumer ./consumer
-# The locked tools (mypy for the compiled modules, setuptools for the wheel), the compiled
-# modules built into consumer/_native (the package's wheel carries them), the package's wheel,
-# and wheels of the locked runtime dependencies, so the runtime stage installs offline.
+# The package's wheel, built with the locked setuptools, and wheels of the locked runtime
+# dependencies, so the runtime stage installs offline.
 RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/dev.txt \
-    && pip install --no-cache-dir --no-deps --no-build-isolation . \
-    && python -m consumer native build \
     && pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
     && pip download --no-cache-dir --require-hashes --no-deps --dest /wheels/deps \
        -r requirements/runtime.txt
@@ -34,8 +27,7 @@ COPY --from=build /wheels /wheels
 COPY requirements/runtime.txt /wheels/runtime.txt
 RUN pip install --no-index --find-links=/wheels/deps --require-hashes --no-deps \
        -r /wheels/runtime.txt \
-    && pip install --no-index --no-deps /wheels/sentry_generic_consumer-*.whl && rm -rf /wheels \
-    && python -c "from consumer import native; assert native.status == 'compiled', native.status"
+    && pip install --no-index --no-deps /wheels/sentry_generic_consumer-*.whl && rm -rf /wheels
 WORKDIR /app
 USER consumer:consumer
 EXPOSE 9100

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.txt
 RUNTIME_LOCK := requirements/runtime.txt
 
-.PHONY: venv native services services-down tools demo test unit integration lint faults bench \
+.PHONY: venv services services-down tools demo test unit integration lint faults bench \
 	clean lock upgrade
 
 venv: $(STAMP)
@@ -36,20 +36,6 @@ lock: venv
 upgrade: lock
 	$(MAKE) test
 
-# The pipeline's modules compiled with mypyc (consumer/native.py, README "Compiled pipeline
-# modules"), built again whenever a source of the package changes. Where it cannot be built (no C
-# compiler), it says so and the same modules run as pure Python.
-NATIVE := consumer/_native/manifest.json
-
-native: $(NATIVE)
-
-$(NATIVE): $(STAMP) $(shell find consumer -name '*.py')
-	$(PY) -m consumer native build --optional
-
-# The pipeline's unit tests once more with the compiled modules turned off: both forms must
-# behave the same.
-PIPELINE_AS_PYTHON := CONSUMER_NATIVE=off $(PY) -m pytest tests/unit/pipeline -q
-
 services: venv
 	$(PY) scripts/services.py up
 
@@ -60,7 +46,7 @@ services-down:
 tools: venv
 	$(PY) scripts/tools.py
 
-demo: services native
+demo: services
 	$(PY) -m consumer demo
 
 lint: venv
@@ -68,11 +54,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-unit: native
+unit: venv
 	$(PY) -m pytest tests/unit -q
-	$(PIPELINE_AS_PYTHON)
 
-integration: services tools native
+integration: services tools
 	$(PY) -m pytest tests/integration -q
 
 # The fault-injection suite (tests/faults) runs on a private Kafka, PostgreSQL and Redis that
@@ -80,19 +65,18 @@ integration: services tools native
 FAULTS_REDUCED_EVENTS ?= 1000
 FAULTS_FULL_EVENTS ?= 50000
 
-test: services lint tools native
+test: services lint tools
 	FAULTS_EVENTS=$(FAULTS_REDUCED_EVENTS) $(PY) -m pytest tests -q
-	$(PIPELINE_AS_PYTHON)
 
-faults: native
+faults: services
 	FAULTS_EVENTS=$(FAULTS_FULL_EVENTS) $(PY) -m pytest tests/faults -q
 
 # Stops the services, removes their files (PostgreSQL's too, wherever they live), and the venv.
 clean:
 	@if [ -x $(PY) ]; then $(PY) scripts/services.py clean; else python3 scripts/services.py clean; fi
-	rm -rf .cache $(VENV) consumer/_native
+	rm -rf .cache $(VENV)
 
 # The worker against the limit and per-event baselines, measured in one run (see README
 # "Performance"); BENCH_ARGS passes options, e.g. BENCH_ARGS="--processes 2 --events 20000".
-bench: services native
+bench: services
 	$(PY) -m consumer bench $(BENCH_ARGS)

@@ -38,7 +38,6 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from consumer import native
 from consumer.errors import ConfigurationError
 from consumer.settings import Settings
 
@@ -418,7 +417,7 @@ def run_bench(
     try:
         say(
             f"bench: pre-loading {options.events} events into {topic} "
-            f"({options.partitions} partitions); pipeline modules: {native.status}"
+            f"({options.partitions} partitions)"
         )
         project_ids = list(range(1, options.projects + 1))
         report = produce_occurrences(
@@ -522,7 +521,6 @@ def _summarize(results: Mapping[str, list[Measurement]], options: BenchOptions) 
     return {
         "options": {k: str(v) for k, v in dataclasses.asdict(options).items()},
         # what every process of the run decided, from the same files and environment
-        "pipeline_modules": native.status,
         "medians": medians,
         "ratios": ratios,
     }

@@ -380,26 +380,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_native(args: argparse.Namespace) -> int:
-    from consumer import native
-
-    if args.action == "status":
-        found = native.check(native.BUILD_DIR)
-        built = "current" if isinstance(found, dict) else found
-        print(f"compiled pipeline modules: build {built}; this process runs: {native.status}")
-        return 0
-    try:
-        native.build()
-    # setuptools reports a compiler's failure by raising, mypyc a type error by exiting
-    except (Exception, SystemExit) as error:
-        if not args.optional:
-            raise
-        print(f"compiled pipeline modules not built ({error!r}); the pure-Python ones will run")
-        return 0
-    print(f"compiled {len(native.MODULES)} pipeline modules into {native.BUILD_DIR}")
-    return 0
-
-
 def _create_topic(settings: Settings, topic: str, partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -564,17 +544,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", action="append", choices=["worker", "limit", "per_event"])
     bench.add_argument("--output", default="bench-results/latest.json", help="JSON report path")
     bench.set_defaults(func=cmd_bench)
-
-    native = commands.add_parser(
-        "native", help="the pipeline modules compiled with mypyc (consumer/native.py)"
-    )
-    native.add_argument("action", choices=("build", "status"))
-    native.add_argument(
-        "--optional",
-        action="store_true",
-        help="build: on failure (no C compiler, no mypy) say so and exit 0; pure Python runs",
-    )
-    native.set_defaults(func=cmd_native)
 
     demo = commands.add_parser("demo", help="the whole job end to end on the local services")
     demo.add_argument("--count", type=int, default=5000)

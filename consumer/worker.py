@@ -25,7 +25,7 @@ from arroyo.commit import IMMEDIATE
 from arroyo.processing import StreamProcessor
 from arroyo.types import Commit, Partition, Topic
 
-from consumer import metrics, native
+from consumer import metrics
 from consumer.endpoint import Liveness, LivenessConsumer, default_liveness_path
 from consumer.errors import ConsumerError, FatalError, TransientError
 from consumer.pipeline.message import MessageDecoder
@@ -135,7 +135,6 @@ def build_factory(
         DeadLetterGuard(settings.worker.dlq_guard_window, settings.worker.dlq_guard_ratio),
         retry_deadline=settings.worker.retry_deadline,
     )
-    logger.info("pipeline modules: %s", native.status)  # compiled, or why they run as Python
     relay: RelayProcess | None = None
     if wanted(settings.worker.relay_process, settings.worker.processes):
         relay = RelayProcess()

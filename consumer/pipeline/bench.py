@@ -45,7 +45,6 @@ from typing import Any
 
 import orjson
 
-from consumer import native
 from consumer.loadgen.occurrences import wrap_event
 from consumer.pipeline import message as message_module
 from consumer.pipeline.environments import apply_environments, resolve_environments
@@ -498,7 +497,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     orders = [PER_MESSAGE_ORDER if args.per_message else BATCH_ORDER]
     if args.compare:
         orders = [PER_MESSAGE_ORDER, BATCH_ORDER]
-    print(f"pipeline modules: {native.status} (CONSUMER_NATIVE=off: pure Python)")  # noqa: T201
     mixes = [sdk_mix(args.events)]
     if args.samples.is_dir():
         mixes.insert(0, sample_mix(args.samples, args.events))

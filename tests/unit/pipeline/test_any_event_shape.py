@@ -3,10 +3,7 @@ reason) or saved, with a stored document that reads back; never an exception in 
 would stop the worker on that message at every restart.
 
 Relay's normalization fixes most types before the steps run; what it leaves is what this
-explores (arbitrary context fields, header pairs, frames, mechanisms, tags). It runs in both
-forms of the pipeline modules (`make test` runs this folder again with CONSUMER_NATIVE=off):
-compiled, the modules enforce their annotations at run time, so a type they did not expect
-would raise here.
+explores (arbitrary context fields, header pairs, frames, mechanisms, tags).
 """
 
 from __future__ import annotations

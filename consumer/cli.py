@@ -280,7 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import psycopg
 
     from consumer import metrics
-    from consumer.bench import RunClock
+    from consumer.bench.worker import RunClock
     from consumer.loadgen.produce import produce_occurrences
     from consumer.loadgen.sdk import event_stream
     from consumer.storage.admin import create_organization, create_project
@@ -363,7 +363,7 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from consumer.bench import MEASUREMENTS, BenchOptions, run_bench
+    from consumer.bench.worker import MEASUREMENTS, BenchOptions, run_bench
 
     overrides = {"worker": {"batch_size": args.batch_size, "batch_time_ms": args.batch_time_ms}}
     settings = _settings(args, overrides)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.bench import BenchOptions, run_bench
+from consumer.bench.worker import BenchOptions, run_bench
 from consumer.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.bench import BenchOptions, run_bench
+from consumer.bench.worker import BenchOptions, run_bench
 from consumer.errors import ConfigurationError
 from consumer.settings import load_settings
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import MessageDecoder
 from tests.unit.pipeline.builders import ORG_ID, PROJECT_ID
-from tests.unit.pipeline.fake_storage import FakeStorage
 
 
 @pytest.fixture
-def storage() -> FakeStorage:
-    fake = FakeStorage()
+def storage() -> MemoryStorage:
+    fake = MemoryStorage()
     fake.add_organization(ORG_ID)
     fake.add_project(PROJECT_ID, ORG_ID)
     return fake

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
+from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import MessageDecoder, Skip
 from consumer.pipeline.save import EventSaver
 from consumer.storage.nodestore import event_node_id
 from tests.unit.pipeline.builders import ORG_ID, PROJECT_ID, encode, occurrence
 from tests.unit.pipeline.builders import event as event_body
-from tests.unit.pipeline.fake_storage import FakeStorage
 
 _SCALARS = st.one_of(
     st.none(),
@@ -146,7 +146,7 @@ def test_any_event_shape_is_saved_or_a_bad_message(
         event(f"bad message: {job.reason}")  # --hypothesis-show-statistics
         return
     assert isinstance(job, Job)
-    storage = FakeStorage()
+    storage = MemoryStorage()
     storage.add_organization(ORG_ID)
     storage.add_project(PROJECT_ID, ORG_ID)
     result = EventSaver(storage).save([job])

@@ -16,16 +16,16 @@ from consumer.pipeline.environments import (
     resolve_environments,
 )
 from consumer.pipeline.event_metrics import apply_event_metrics
+from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.nodes import encode_nodes
 from consumer.pipeline.toplevel import pull_out
 from consumer.storage.nodestore import Compression, decode_blob
 from tests.unit.pipeline.builders import job
-from tests.unit.pipeline.fake_storage import FakeStorage
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 
 
-def test_events_without_environment_use_the_empty_name(storage: FakeStorage) -> None:
+def test_events_without_environment_use_the_empty_name(storage: MemoryStorage) -> None:
     storage.add_project(2, 1)
     made = [
         job({"environment": "production"}),

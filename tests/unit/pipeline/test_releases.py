@@ -9,6 +9,7 @@ import pytest
 
 from consumer import metrics
 from consumer.pipeline.job import Job
+from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.releases import (
     apply_releases,
     is_valid_version,
@@ -16,7 +17,6 @@ from consumer.pipeline.releases import (
     resolve_releases,
 )
 from tests.unit.pipeline.builders import job
-from tests.unit.pipeline.fake_storage import FakeStorage
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_is_valid_version(version: Any, valid: bool) -> None:
     assert is_valid_version(version) is valid
 
 
-def _jobs(storage: FakeStorage, *specs: dict[str, Any]) -> list[Job]:
+def _jobs(storage: MemoryStorage, *specs: dict[str, Any]) -> list[Job]:
     made = []
     for spec in specs:
         spec = dict(spec)
@@ -62,7 +62,7 @@ def _tags(made: Job) -> dict[str, Any]:
     return {pair[0]: pair[1] for pair in made.data["tags"]}
 
 
-def test_release_and_dist_tags(storage: FakeStorage) -> None:
+def test_release_and_dist_tags(storage: MemoryStorage) -> None:
     (made,) = _jobs(
         storage, {"release": "app@1.0", "dist": "42", "tags": [["release", "x"], ["dist", "y"]]}
     )
@@ -78,7 +78,7 @@ def test_release_and_dist_tags(storage: FakeStorage) -> None:
 
 @pytest.mark.parametrize("version", ["latest", "..", "a/b", "tab\there"])
 def test_an_invalid_release_is_neither_created_nor_tagged(
-    storage: FakeStorage, version: str
+    storage: MemoryStorage, version: str
 ) -> None:
     (made,) = _jobs(storage, {"release": version, "dist": "1"})
     apply_releases([made], resolve_releases([made], storage.projects_by_id, storage))
@@ -88,13 +88,15 @@ def test_an_invalid_release_is_neither_created_nor_tagged(
     assert "sentry:release" not in _tags(made) and "sentry:dist" not in _tags(made)
 
 
-def test_no_release_no_call(storage: FakeStorage) -> None:
+def test_no_release_no_call(storage: MemoryStorage) -> None:
     (made,) = _jobs(storage, {"dist": "1"})
     apply_releases([made], resolve_releases([made], storage.projects_by_id, storage))
     assert storage.calls == [] and made.dist_id is None
 
 
-def test_date_added_is_the_latest_event_time_per_project_and_version(storage: FakeStorage) -> None:
+def test_date_added_is_the_latest_event_time_per_project_and_version(
+    storage: MemoryStorage,
+) -> None:
     storage.add_project(2, 1)
     base = datetime(2024, 5, 1, tzinfo=UTC)
     made = _jobs(
@@ -116,7 +118,7 @@ def test_date_added_is_the_latest_event_time_per_project_and_version(storage: Fa
 
 
 def test_two_projects_of_one_organization_share_a_release_and_both_are_linked(
-    storage: FakeStorage,
+    storage: MemoryStorage,
 ) -> None:
     storage.add_project(2, 1)
     made = _jobs(storage, {"release": "shared@2"}, {"release": "shared@2", "project_id": 2})
@@ -129,7 +131,7 @@ def test_two_projects_of_one_organization_share_a_release_and_both_are_linked(
 
 
 def test_one_distribution_request_per_release_and_name_dated_by_its_first_job(
-    storage: FakeStorage,
+    storage: MemoryStorage,
 ) -> None:
     first = datetime(2024, 5, 1, 12, tzinfo=UTC)
     made = _jobs(
@@ -145,7 +147,7 @@ def test_one_distribution_request_per_release_and_name_dated_by_its_first_job(
     assert made[0].dist_id == made[1].dist_id != made[2].dist_id
 
 
-def test_a_dist_too_long_to_store_is_dropped_with_a_counted_warning(storage: FakeStorage) -> None:
+def test_a_dist_too_long_to_store_is_dropped_with_a_counted_warning(storage: MemoryStorage) -> None:
     before = metrics.total(metrics.EVENT_WARNINGS, warning="dist_too_long")
     made = _jobs(storage, {"release": "r", "dist": "d" * 65}, {"release": "r", "dist": "d" * 64})
     apply_releases(made, resolve_releases(made, storage.projects_by_id, storage))

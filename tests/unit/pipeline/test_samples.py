@@ -16,19 +16,19 @@ from consumer.errors import BadMessage
 from consumer.loadgen.occurrences import wrap_event
 from consumer.loadgen.sdk import capture_events
 from consumer.pipeline.job import Job
+from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import MessageDecoder
 from consumer.pipeline.releases import is_valid_version
 from consumer.pipeline.save import EventSaver
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
 from tests.unit.pipeline.builders import PROJECT_ID
-from tests.unit.pipeline.fake_storage import FakeStorage
 from tests.unit.pipeline.samples import check_stored_event, load_samples, wrap
 
 NOT_JSON = {"invalid-interfaces.json", "ruby.json"}
 
 
 def _save_and_check(
-    decoder: MessageDecoder, storage: FakeStorage, values: list[bytes]
+    decoder: MessageDecoder, storage: MemoryStorage, values: list[bytes]
 ) -> list[dict[str, Any]]:
     jobs = []
     for value in values:
@@ -56,7 +56,7 @@ def _save_and_check(
 
 
 def test_every_sample_saved_as_sentry_would(
-    samples_dir: Path, decoder: MessageDecoder, storage: FakeStorage
+    samples_dir: Path, decoder: MessageDecoder, storage: MemoryStorage
 ) -> None:
     samples = load_samples(samples_dir)
     assert len(samples) == 48
@@ -84,7 +84,7 @@ def test_every_sample_saved_as_sentry_would(
     assert len(by_title) >= 10
 
 
-def test_sdk_events_saved_as_sentry_would(decoder: MessageDecoder, storage: FakeStorage) -> None:
+def test_sdk_events_saved_as_sentry_would(decoder: MessageDecoder, storage: MemoryStorage) -> None:
     rng = random.Random(9)
     values = [wrap_event(event, PROJECT_ID, rng)[1] for event in capture_events(150, seed=21)]
     stored = _save_and_check(decoder, storage, values)

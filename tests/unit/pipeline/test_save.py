@@ -14,12 +14,12 @@ import pytest
 from consumer import metrics
 from consumer.errors import TransientError
 from consumer.pipeline.job import Job
+from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import MessageDecoder
 from consumer.pipeline.save import EventSaver
 from consumer.pipeline.toplevel import pull_out
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
 from tests.unit.pipeline.builders import encode, event, occurrence
-from tests.unit.pipeline.fake_storage import FakeStorage
 
 
 def _jobs(decoder: MessageDecoder, messages: list[dict[str, Any]]) -> list[Job]:
@@ -35,7 +35,7 @@ def _message(project_id: int = 1, **event_fields: Any) -> dict[str, Any]:
     return occurrence(event(project_id=project_id, **event_fields))
 
 
-def test_outcomes_per_job(decoder: MessageDecoder, storage: FakeStorage) -> None:
+def test_outcomes_per_job(decoder: MessageDecoder, storage: MemoryStorage) -> None:
     storage.add_project(2, 1, deleted=True)
     storage.add_organization(3)
     storage.add_project(4, 3)
@@ -60,7 +60,7 @@ def test_outcomes_per_job(decoder: MessageDecoder, storage: FakeStorage) -> None
 
 
 def test_one_storage_call_per_kind_for_the_whole_batch(
-    decoder: MessageDecoder, storage: FakeStorage
+    decoder: MessageDecoder, storage: MemoryStorage
 ) -> None:
     storage.add_project(2, 1)
     messages = [
@@ -80,12 +80,12 @@ def test_one_storage_call_per_kind_for_the_whole_batch(
     assert len(storage.nodestore.rows) == 60
 
 
-def test_an_empty_batch_costs_nothing(storage: FakeStorage) -> None:
+def test_an_empty_batch_costs_nothing(storage: MemoryStorage) -> None:
     assert EventSaver(storage).save([]).rejected == {}
     assert storage.calls == []
 
 
-def test_project_options_reach_the_plugins(decoder: MessageDecoder, storage: FakeStorage) -> None:
+def test_project_options_reach_the_plugins(decoder: MessageDecoder, storage: MemoryStorage) -> None:
     storage.options[1] = {"auto_tag:_urls:enabled": False}
     message = _message(request={"url": "https://x/"})
     EventSaver(storage).save(_jobs(decoder, [message]))
@@ -94,7 +94,7 @@ def test_project_options_reach_the_plugins(decoder: MessageDecoder, storage: Fak
 
 
 def test_step_timings_are_observed_once_per_batch(
-    decoder: MessageDecoder, storage: FakeStorage
+    decoder: MessageDecoder, storage: MemoryStorage
 ) -> None:
     steps = [
         "projects",
@@ -126,12 +126,12 @@ def test_step_timings_are_observed_once_per_batch(
     assert {step: after[step] - before[step] for step in steps} == dict.fromkeys(steps, 1.0)
 
 
-def _stored(storage: FakeStorage, message: dict[str, Any]) -> Any:
+def _stored(storage: MemoryStorage, message: dict[str, Any]) -> Any:
     return storage.nodestore.document(event_node_id(message["project_id"], message["event_id"]))
 
 
 def test_a_retry_after_a_failed_write_writes_the_same_rows(
-    decoder: MessageDecoder, storage: FakeStorage
+    decoder: MessageDecoder, storage: MemoryStorage
 ) -> None:
     messages = [_message(release="r1", environment="prod", user={"id": "1"}) for _ in range(3)]
     jobs = _jobs(decoder, messages)
@@ -154,7 +154,7 @@ def test_a_retry_after_a_failed_write_writes_the_same_rows(
 
 
 def test_a_retry_after_a_failed_read_starts_from_untouched_events(
-    decoder: MessageDecoder, storage: FakeStorage
+    decoder: MessageDecoder, storage: MemoryStorage
 ) -> None:
     messages = [_message(release="r1", environment="prod", request={"url": "https://x/"})]
     jobs = _jobs(decoder, messages)
@@ -175,7 +175,7 @@ def test_a_retry_after_a_failed_read_starts_from_untouched_events(
     storage.environments = real_environments  # type: ignore[method-assign]
     EventSaver(storage).save(jobs)
 
-    clean = FakeStorage()
+    clean = MemoryStorage()
     clean.add_organization(1)
     clean.add_project(1, 1)
     reference = _jobs(decoder, messages)
@@ -194,7 +194,7 @@ def test_a_retry_after_a_failed_read_starts_from_untouched_events(
 
 
 def test_event_age_is_observed_from_the_messages_received_time(
-    decoder: MessageDecoder, storage: FakeStorage
+    decoder: MessageDecoder, storage: MemoryStorage
 ) -> None:
     def observed() -> tuple[float, float]:
         for metric in metrics.EVENT_AGE.collect():

@@ -29,6 +29,7 @@ from consumer.loadgen.occurrences import wrap_event
 from consumer.loadgen.sdk import capture_events
 from consumer.pipeline import contexts, interfaces, save, user_agent
 from consumer.pipeline.job import Job
+from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import (
     MessageDecoder,
     Occurrence,
@@ -43,7 +44,6 @@ from consumer.pipeline.tags import EventTags
 from consumer.storage.models import Project
 from tests.unit.pipeline import reference
 from tests.unit.pipeline.builders import ORG_ID, PROJECT_ID
-from tests.unit.pipeline.fake_storage import FakeStorage
 from tests.unit.pipeline.samples import load_samples
 
 T = TypeVar("T")
@@ -92,8 +92,8 @@ def _varied(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return varied
 
 
-def _storage(options: dict[str, Any]) -> FakeStorage:
-    storage = FakeStorage()
+def _storage(options: dict[str, Any]) -> MemoryStorage:
+    storage = MemoryStorage()
     storage.add_organization(ORG_ID)
     storage.add_project(PROJECT_ID, ORG_ID)
     storage.options[PROJECT_ID] = options

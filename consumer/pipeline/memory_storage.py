@@ -1,5 +1,7 @@
-"""An in-memory fake of OUR storage facade (`consumer.storage.store.Storage`), for unit tests of
-the pipeline: the same methods and promises, kept in dicts. Not a fake of PostgreSQL or Redis.
+"""The pipeline's storage (`storage_api.StorageAPI`) kept in dicts: the same methods and
+promises as the PostgreSQL facade (`consumer.storage.store.Storage`), without I/O. It serves the
+pipeline's unit tests and the pipeline benchmark (`consumer.bench.pipeline`); it stands in for
+our facade, not for PostgreSQL or Redis.
 
 It records every call, so tests can check that a batch costs one call per kind.
 """
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from consumer.errors import TransientError
 from consumer.pipeline.releases import is_valid_version
 from consumer.storage.models import (
     DistributionRequest,
@@ -27,7 +30,7 @@ EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @dataclass
-class FakeNodeStore:
+class MemoryNodeStore:
     compression: Compression = field(default_factory=Compression)
     rows: dict[str, str] = field(default_factory=dict)
     fail_next: int = 0  # raise this many times before writing (to test retries)
@@ -35,11 +38,9 @@ class FakeNodeStore:
     def set_many_encoded(
         self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None
     ) -> int:
-        from consumer.errors import TransientError
-
         if self.fail_next:
             self.fail_next -= 1
-            raise TransientError("fake nodestore unavailable")
+            raise TransientError("in-memory nodestore made to fail")
         latest = dict(nodes)
         self.rows.update(latest)
         return len(latest)
@@ -49,11 +50,11 @@ class FakeNodeStore:
 
 
 @dataclass
-class FakeStorage:
+class MemoryStorage:
     projects_by_id: dict[int, Project] = field(default_factory=dict)
     organizations_by_id: dict[int, Organization] = field(default_factory=dict)
     options: dict[int, dict[str, Any]] = field(default_factory=dict)
-    nodestore: FakeNodeStore = field(default_factory=FakeNodeStore)
+    nodestore: MemoryNodeStore = field(default_factory=MemoryNodeStore)
     release_rows: dict[tuple[int, str], Release] = field(default_factory=dict)
     release_links: set[tuple[int, int]] = field(default_factory=set)  # (release_id, project_id)
     dist_rows: dict[tuple[int, str], tuple[int, DistributionRequest]] = field(default_factory=dict)

@@ -1,14 +1,14 @@
 """CPU cost per event of each part of the pipeline, against the cost of normalizing and
 compressing the same events in the same run (issue 4's targets).
 
-    python -m consumer.pipeline.bench [--samples DIR] [--events N] [--runs R] [--batch B]
+    python -m consumer.bench.pipeline [--samples DIR] [--events N] [--runs R] [--batch B]
                                       [--per-message | --compare]
 
 Two event mixes: Sentry's sample events (when the folder exists), each wrapped as an
 occurrence, and events captured from the real sentry-sdk client. Every part is timed with the
 process CPU clock over whole batches and divided by the number of events; the table shows the
-median of the runs. Storage is an in-memory stand-in (its calls are reported apart, as
-"storage (in-memory)"): this measures CPU, not database round trips. The decode parts run in
+median of the runs. The save steps are `save_generic_events`' own (`prepare_events`), over the
+in-memory storage (`pipeline.memory_storage`): this measures CPU, not database round trips. The decode parts run in
 the worker's order: per message up to the event built for Relay, then the batch's Relay calls
 one after the other, then its Jobs (`--per-message`: one message at a time, Relay call
 included, the order before; `--compare`: both, their runs alternating).
@@ -37,44 +37,31 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from consumer.loadgen.occurrences import wrap_event
+from consumer.metrics import Step
 from consumer.pipeline import message as message_module
-from consumer.pipeline.environments import apply_environments, resolve_environments
-from consumer.pipeline.event_metrics import apply_event_metrics
-from consumer.pipeline.interface_tags import apply_interface_tags
 from consumer.pipeline.job import Job
+from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import BUILT_EVENT_TYPE, Occurrence
-from consumer.pipeline.metadata import apply_metadata
-from consumer.pipeline.nodes import encode_nodes
 from consumer.pipeline.normalize import EventNormalizer, user_agent_contexts
-from consumer.pipeline.plugins import apply_plugin_tags
-from consumer.pipeline.releases import apply_releases, resolve_releases
-from consumer.pipeline.toplevel import pull_out
+from consumer.pipeline.save import prepare_events
 from consumer.pipeline.user_agent import UserAgentContexts
-from consumer.pipeline.users import apply_event_users
-from consumer.storage.models import (
-    DistributionRequest,
-    Environment,
-    EnvironmentRequest,
-    Organization,
-    Project,
-    Release,
-    ReleaseRequest,
-)
-from consumer.storage.nodestore import ZLIB_DEFAULT, Compression, encode_blob
+from consumer.storage.nodestore import ZLIB_DEFAULT, encode_blob
 
+# The save steps' names (metrics.Step) as the table shows them: "normalize" there is the cached
+# user-agent parsing, "nodestore" the rows' encoding and compression.
+STEP_PARTS: dict[str, str] = {"normalize": "user_agent", "nodestore": "compress"}
 PIPELINE_PARTS = (
     "build event",
     "user_agent",
-    "pull out",
+    "pull_out",
     "releases",
     "event_users",
     "plugin_tags",
@@ -86,7 +73,6 @@ PIPELINE_PARTS = (
 PARTS = (
     "message decode",
     *PIPELINE_PARTS,
-    "storage (in-memory)",
     "free",
     "garbage collection",
     "normalize",
@@ -96,62 +82,6 @@ PARTS = (
 # encoding the event again; in the baseline it is part of compressing.
 EVENT_JSON = "  of which the event's JSON"
 BASELINE_PARTS = ("baseline: normalize with Relay's UA", "baseline: compress")
-
-
-class _NoNodeStore:
-    compression = Compression()
-
-    def set_many_encoded(
-        self, nodes: Iterable[tuple[str, str]], *, now: datetime | None = None
-    ) -> int:
-        return len(dict(nodes))
-
-
-class _MemoryStorage:
-    """The storage facade's methods over dicts, without I/O (one organization, one project)."""
-
-    def __init__(self, project: Project) -> None:
-        self.project = project
-        self.nodestore = _NoNodeStore()
-        self.releases_by_version: dict[str, Release] = {}
-        self.environments_by_name: dict[str, Environment] = {}
-
-    def projects(self, ids: Iterable[int]) -> dict[int, Project]:
-        return {self.project.id: self.project}
-
-    def organizations(self, ids: Iterable[int]) -> dict[int, Organization]:
-        organization = Organization(1, "bench", "Bench", 0, 0, self.project.date_added)
-        return {organization.id: organization}
-
-    def project_options(self, project_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        return {pid: {} for pid in project_ids}
-
-    def releases(self, requests: Sequence[ReleaseRequest]) -> dict[tuple[int, str], Release]:
-        result = {}
-        for request in requests:
-            release = self.releases_by_version.setdefault(
-                request.version,
-                Release(len(self.releases_by_version) + 1, 1, request.version, request.date_added),
-            )
-            result[(request.project_id, request.version)] = release
-        return result
-
-    def distributions(self, requests: Sequence[DistributionRequest]) -> dict[tuple[int, str], int]:
-        return {(r.release_id, r.name): i for i, r in enumerate(requests)}
-
-    def environments(
-        self, requests: Sequence[EnvironmentRequest]
-    ) -> dict[tuple[int, str], Environment]:
-        result = {}
-        for request in requests:
-            environment = self.environments_by_name.setdefault(
-                request.name,
-                Environment(
-                    len(self.environments_by_name) + 1, 1, request.name, request.date_added
-                ),
-            )
-            result[(request.organization_id, request.name)] = environment
-        return result
 
 
 @dataclass
@@ -227,42 +157,21 @@ def run_once(
     With `per_message`, the decode parts run one message at a time, Relay call included, as
     the worker ran them before (each message's Job then made right after its Relay call)."""
     clock = _Clock()
-    project = Project(1, 1, "bench", "Bench", 0, 0, None, datetime(2024, 1, 1, tzinfo=UTC))
-    projects = {1: project}
-    storage = _MemoryStorage(project)
+    storage = MemoryStorage()
+    storage.add_organization(1)
+    projects = {1: storage.add_project(1, 1)}
+
+    def step_clock(step: Step) -> _Clock:
+        return clock(STEP_PARTS.get(step, step))
+
     for start in range(0, len(messages), batch):
         decode = _decode_per_message if per_message else _decode_two_phase
         jobs = decode(messages[start : start + batch], clock, normalizer)
-        # Per batch, on the save thread.
-        with clock("user_agent"):
-            for job in jobs:
-                user_agents.apply(job.data)
-        with clock("pull out"):
-            for job in jobs:
-                pull_out(job)
-        with clock("storage (in-memory)"):
-            releases = resolve_releases(jobs, projects, storage)
-            options = storage.project_options([1])
-            environments = resolve_environments(jobs, projects, storage, datetime.now(UTC))
-        with clock("releases"):
-            apply_releases(jobs, releases)
-        with clock("event_users"):
-            apply_event_users(jobs)
-        with clock("plugin_tags"):
-            apply_plugin_tags(jobs, options)
-        with clock("interface_tags"):
-            apply_interface_tags(jobs)
-        with clock("metadata"):
-            apply_metadata(jobs)
-        with clock("environments"):
-            apply_environments(jobs, projects, environments)
+        # Per batch, on the save thread: the save steps in save_generic_events' order.
+        prepare_events(jobs, projects, storage, step_clock, user_agents)
         with clock(EVENT_JSON):
-            for job in jobs:  # what event_metrics spends on the JSON, measured apart
+            for job in jobs:  # what event_metrics spends on the event's JSON, measured apart
                 orjson.dumps(job.data)
-        with clock("event_metrics"):
-            apply_event_metrics(jobs)
-        with clock("compress"):
-            encode_nodes(jobs, time.time(), Compression())
         # Sentry encodes the occurrence document from its dict: the baseline does too.
         occurrences = [orjson.loads(job.occurrence_json) for job in jobs]
         with clock(BASELINE_PARTS[1]):

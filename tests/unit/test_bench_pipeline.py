@@ -3,7 +3,7 @@ asserted: timings are never asserted in tests)."""
 
 from __future__ import annotations
 
-from consumer.pipeline.bench import (
+from consumer.bench.pipeline import (
     BASELINE_PARTS,
     BATCH_ORDER,
     PARTS,

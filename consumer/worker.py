@@ -275,19 +275,4 @@ def run_worker(
     return worker.run()
 
 
-def committed_offsets(settings: Settings, topic: str, group_id: str) -> dict[int, int]:
-    """The group's committed offsets per partition (for tests, demo and bench summaries)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    client = Consumer(
-        {**settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False}
-    )
-    try:
-        metadata = client.list_topics(topic, timeout=10)
-        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-        return {tp.partition: tp.offset for tp in client.committed(partitions, timeout=10)}
-    finally:
-        client.close()
-
-
-__all__ = ["Partition", "build_factory", "committed_offsets", "consumer_config", "run_worker"]
+__all__ = ["Partition", "build_factory", "consumer_config", "run_worker"]

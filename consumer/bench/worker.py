@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from consumer.errors import ConfigurationError
+from consumer.kafka_admin import create_topic
 from consumer.settings import Settings
 
 if TYPE_CHECKING:
@@ -413,7 +414,7 @@ def run_bench(
     run_id = uuid.uuid4().hex[:8]
     topic = f"bench-{run_id}"
     server_url = settings.database.url.reveal().rsplit("/", 1)[0] + "/postgres"
-    _create_topic(settings, topic, options.partitions)
+    create_topic(settings, topic, options.partitions)
     try:
         say(
             f"bench: pre-loading {options.events} events into {topic} "
@@ -549,13 +550,3 @@ def _delete_topic(settings: Settings, topic: str, say: Callable[[str], None] = p
             future.result(timeout=30)
         except Exception as error:  # noqa: BLE001 - a leftover topic is not worth failing for
             say(f"bench: could not delete topic {topic}: {error}")
-
-
-def _create_topic(settings: Settings, topic: str, partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
-    admin = AdminClient(settings.kafka.client_config())
-    for future in admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
-    ).values():
-        future.result(timeout=30)

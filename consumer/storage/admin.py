@@ -50,6 +50,16 @@ def create_organization(
     return int(row[0])
 
 
+def live_organization_id(conn: Connection[Any], slug: str) -> int:
+    """The id of the organization with `slug` that is not deleted."""
+    row = conn.execute(
+        "SELECT id FROM sentry_organization WHERE slug = %s AND date_deleted IS NULL", (slug,)
+    ).fetchone()
+    if row is None:
+        raise AdminError(f"no organization with slug {slug!r}")
+    return int(row[0])
+
+
 def create_project(
     conn: Connection[Any],
     organization_id: int,

@@ -33,7 +33,7 @@ import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from consumer.cli import _create_topic
+from consumer.kafka_admin import create_topic
 from consumer.settings import load_settings
 from consumer.storage.migrate import migrate
 from scripts.services import HOST, ROOT, Stack
@@ -367,7 +367,7 @@ def test_kafka_settings_reach_the_replay_and_admin_clients(
     }
     target = f"replayed-{uuid.uuid4().hex[:6]}"
     settings = load_settings(environ=env, config_file=os.devnull)
-    _create_topic(settings, target, partitions=1)  # the admin client, through SASL_SSL
+    create_topic(settings, target, partitions=1)  # the admin client, through SASL_SSL
     code, output = _run_consumer(
         "dlq", "replay", "--all", "--to", target, "--dlq-topic", secured_run.dlq_topic,
         "--group", secured_run.group, env=env,

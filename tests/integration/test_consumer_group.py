@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from consumer.kafka_admin import committed_offsets
 from consumer.loadgen.sdk import capture_events
 from consumer.pipeline.job import Job
 from consumer.pipeline.save import SaveResult
@@ -23,7 +24,7 @@ from consumer.replay import replay
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id
 from consumer.strategy.saver import Saver
-from consumer.worker import Worker, committed_offsets
+from consumer.worker import Worker
 from tests.integration.helpers import (
     end_offsets,
     free_port,

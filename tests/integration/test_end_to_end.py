@@ -17,11 +17,12 @@ from arroyo.types import Commit, Partition
 from confluent_kafka import Producer
 
 from consumer import metrics
+from consumer.kafka_admin import committed_offsets
 from consumer.loadgen.sdk import capture_events
 from consumer.pipeline.message import MessageDecoder
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
-from consumer.worker import Worker, committed_offsets, run_worker
+from consumer.worker import Worker, run_worker
 from tests.integration.helpers import end_offsets, make_project, nodestore_documents, produce_events
 
 pytestmark = pytest.mark.integration

@@ -18,13 +18,14 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
+from consumer.kafka_admin import committed_offsets
 from consumer.loadgen.sdk import capture_events
 from consumer.pipeline.releases import is_valid_version
 from consumer.settings import Settings
 from consumer.storage.admin import create_project
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
 from consumer.strategy.dlq import HEADER_REASON
-from consumer.worker import committed_offsets, run_worker
+from consumer.worker import run_worker
 from tests.integration.helpers import (
     end_offsets,
     make_project,

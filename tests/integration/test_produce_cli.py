@@ -16,12 +16,13 @@ import psycopg
 import pytest
 
 from consumer.errors import BadMessage
+from consumer.kafka_admin import committed_offsets
 from consumer.pipeline.job import Job
 from consumer.pipeline.message import decode
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id
 from consumer.strategy.dlq import HEADER_OFFSET, HEADER_PARTITION
-from consumer.worker import committed_offsets, run_worker
+from consumer.worker import run_worker
 from tests.integration.helpers import end_offsets, read_topic
 
 pytestmark = pytest.mark.integration

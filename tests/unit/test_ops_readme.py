@@ -62,7 +62,7 @@ def _run_flags() -> dict[str, str]:
     flags = {a.dest: a.option_strings[0] for a in run._actions if a.option_strings}
     namespace = argparse.Namespace(**{dest: f"<{dest}>" for dest in flags})
     found = {}
-    for section, values in cli._run_overrides(namespace).items():
+    for section, values in cli.run.run_overrides(namespace).items():
         for name, value in values.items():
             found[f"{section}.{name}"] = flags[value.strip("<>")]
     return found

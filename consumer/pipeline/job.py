@@ -10,10 +10,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from consumer.pipeline.tags import EventTags
-from consumer.pipeline.users import EventUser
+
+
+class EventUser(NamedTuple):
+    project_id: int
+    user_ident: Any
+    username: Any
+    email: Any
+    ip_address: Any
+    name: Any
+
+    @property
+    def tag_value(self) -> str | None:
+        """The first non-empty of id, username, email, ip, as `<kind>:<value>`; else None."""
+        if self.user_ident:
+            return f"id:{self.user_ident}"
+        if self.username:
+            return f"username:{self.username}"
+        if self.email:
+            return f"email:{self.email}"
+        if self.ip_address:
+            return f"ip:{self.ip_address}"
+        return None
 
 
 @dataclass(slots=True)

@@ -6,32 +6,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
-if TYPE_CHECKING:
-    from consumer.pipeline.job import Job
-
-
-class EventUser(NamedTuple):
-    project_id: int
-    user_ident: Any
-    username: Any
-    email: Any
-    ip_address: Any
-    name: Any
-
-    @property
-    def tag_value(self) -> str | None:
-        """The first non-empty of id, username, email, ip, as `<kind>:<value>`; else None."""
-        if self.user_ident:
-            return f"id:{self.user_ident}"
-        if self.username:
-            return f"username:{self.username}"
-        if self.email:
-            return f"email:{self.email}"
-        if self.ip_address:
-            return f"ip:{self.ip_address}"
-        return None
+from consumer.pipeline.job import EventUser, Job
 
 
 @functools.lru_cache(maxsize=8192)

@@ -1,6 +1,6 @@
 # The worker image: `consumer run` by default; any other `consumer` command as the container's
 # command (`migrate`, `produce`, `orgs create`, ...). Settings come from the environment
-# (README, "Configuration reference").
+# (docs/operations.md, "Configuration reference").
 
 FROM python:3.11-slim AS build
 WORKDIR /src

@@ -76,7 +76,7 @@ clean:
 	@if [ -x $(PY) ]; then $(PY) scripts/services.py clean; else python3 scripts/services.py clean; fi
 	rm -rf .cache $(VENV)
 
-# The worker against the limit and per-event baselines, measured in one run (see README
-# "Performance"); BENCH_ARGS passes options, e.g. BENCH_ARGS="--processes 2 --events 20000".
+# The worker against the limit and per-event baselines, measured in one run (see
+# docs/performance.md); BENCH_ARGS passes options, e.g. BENCH_ARGS="--processes 2 --events 20000".
 bench: services
 	$(PY) -m consumer bench $(BENCH_ARGS)

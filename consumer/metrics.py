@@ -1,8 +1,8 @@
 """Every Prometheus metric of the worker, declared once (CONTRACT §7), and the arroyo bridge.
 
 Label values that name things in code (`Outcome`, `Step`, `Cache`, `Table`) are `Literal` unions,
-so a typo fails type checking. Update metrics per batch, not per event: a labelled `inc()` costs
-about a microsecond.
+so a typo fails type checking. Update metrics per batch, not per event: a labelled `inc()`
+looks up its child and takes a lock, which per event adds up.
 
 With `--processes N` every worker process writes its samples to a shared folder
 (`PROMETHEUS_MULTIPROC_DIR`, set by the supervisor before any worker starts) and the supervisor

@@ -6,7 +6,7 @@ per-message part moves to the pool: the save path (tag steps, compression, SQL) 
 process, and every normalized event crosses a pickle and shared-memory copy on its way back. N
 identical workers split the partitions instead: every stage scales with N, nothing is pickled,
 a crash loses one worker's in-flight batch, not the pool, and the same design scales across
-hosts unchanged. The measurement is in the README ("Using the host's cores").
+hosts unchanged. The measurement is in docs/performance.md ("Levers not taken").
 
 The supervisor starts the workers with the `spawn` method (no inherited sockets, threads or
 locks), serves `/metrics` as the sum of all workers (prometheus-client multi-process mode) and

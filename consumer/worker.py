@@ -163,12 +163,11 @@ def tune_garbage_collector(batch_size: int) -> None:
 
     The collector runs when allocations minus frees of container objects pass its first
     threshold. Up to three batches of decoded events are alive at a time, none of them garbage
-    and none holding a reference cycle; with a threshold below a batch's worth (it was 20,000)
-    the collector ran about once per batch, and each run walked the batch's events, cold in
-    memory: 0.9 to 1.0 s of CPU for 60,000 events (15 µs per event). Above the growth of the
-    batches in flight it does not run in steady state, and still collects cycles once that many
-    more objects are alive than were. Long-lived objects (modules, caches) are frozen out of its
-    sight once, after start-up."""
+    and none holding a reference cycle; with a threshold below a batch's worth the collector
+    would run about once per batch, each run walking the batch's events, cold in memory. Above
+    the growth of the batches in flight it does not run in steady state, and still collects
+    cycles once that many more objects are alive than were. Long-lived objects (modules,
+    caches) are frozen out of its sight once, after start-up."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(max(200_000, CONTAINERS_PER_EVENT * batch_size), 10, 10)

@@ -147,7 +147,7 @@ def _sdk(value: Any) -> bool:
 # Frames are the most numerous targets, and usually lack most of their 25 fields: growing one in
 # place resizes it on the way. A frame that lacks fields is replaced in its list by a completed
 # copy instead, made from a template of its shape (its keys, then the missing fields, as None):
-# the same keys in the same order with the same values, for about half the cost. Bounded.
+# the same keys in the same order with the same values, without the resizing. Bounded.
 _FRAME_TEMPLATES: dict[tuple[str, ...], dict[str, Any]] = {}
 
 

@@ -86,9 +86,8 @@ def _hex_uuid(raw: Any, field_name: str) -> str:
     if not isinstance(raw, str):
         raise BadMessage("invalid_id", f"{field_name} must be a UUID string")
     if len(raw) == 32 and not raw.strip(_HEX_DIGITS):
-        # Already in that form (32 lowercase hex digits): skip the slower general parser. A
-        # string method, not a regular expression (chosen when this ran right after a Relay
-        # call, with the regular expression engine's code and data out of the CPU's caches).
+        # Already in that form (32 lowercase hex digits), checked with a string method: skip
+        # the slower general parser.
         return raw
     try:
         return uuid.UUID(raw).hex
@@ -152,9 +151,7 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
         raise BadMessage("unknown_payload_type", f"payload_type {str(payload_type)[:64]!r}")
 
     # Each type check tries the exact JSON type first, without a call, and asks the helper only
-    # otherwise (written when this ran right after a Relay call, with cold CPU caches, where
-    # every call and every line of code executed cost several times what it costs in a loop; it
-    # now runs right after the message's parse, see `MessageDecoder`).
+    # otherwise: a valid message, the usual case, never calls the helper.
 
     # The schema's "integer" also admits 5.0 (which would name the wrong nodestore nodes) and
     # any size (a project id beyond PostgreSQL's bigint fails every lookup, stopping the batch).
@@ -253,8 +250,8 @@ class Prepared:
 
     Only JSON is kept, no parsed document: a prepared message waits in its batch for up to a
     batch of others, and the parsed message, freed as soon as it is encoded, leaves its memory
-    warm for the next message's parse (kept as objects until the batch's Relay calls, a
-    message's preparation cost twice as much: every allocation landed in cold memory).
+    warm for the next message's parse (parsed documents kept across the batch would make every
+    allocation of the next parse land in cold memory).
     """
 
     project_id: int
@@ -276,9 +273,8 @@ class MessageDecoder:
     `prepare` runs per message (parse, validate, build the event); `finish` runs per batch:
     first every Relay call, one after the other, then every Job. Relay's native code evicts the
     interpreter's code and data from the CPU's caches, so Python run right after each Relay call
-    costs about twice what it costs in a loop; in phases, each phase keeps its own code warm
-    (`python -m consumer.pipeline.bench --per-message` measures the other order). Calling the
-    decoder does both halves for one message.
+    is slower than the same code in a loop; in phases, each phase keeps its own code warm.
+    Calling the decoder does both halves for one message.
     """
 
     def __init__(

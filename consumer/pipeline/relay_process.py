@@ -1,16 +1,15 @@
 """Relay's calls in a process of their own, beside a worker process (`worker.relay_process`).
 
-Why: in one worker process, Relay's store normalization is most of the main thread's time
-(about 110 µs per event of native code, plus the wait to take the GIL back after each call),
-and the main thread bounds the process's throughput while a core sits partly idle. Relay's
-calls release the GIL, but a thread making them still has to take it back after every event,
-and with the main and save threads running Python beside it that costs as much as it saves
-(measured: a normalize thread in the same process was 10 % slower than none). In a process of
-its own Relay runs one batch at a time without sharing a GIL; what crosses is bytes both ways
-(each event's JSON in, Relay's output JSON back), which the worker parses as it did before.
-Where the cores are already busy with workers it gains nothing (two workers on two cores:
-5,517-5,522 events/s with it, 5,277-5,478 without), hence `auto`: a Relay process only while
-the host has more usable CPUs than the worker has processes.
+Why: in one worker process, Relay's store normalization (native code, plus the wait to take
+the GIL back after each call) is most of the main thread's time, and the main thread bounds the
+process's throughput while a core sits partly idle. Relay's calls release the GIL, but a thread
+making them still has to take it back after every event, and with the main and save threads
+running Python beside it that costs as much as it saves, or more. In a process of its own
+Relay runs one batch at a time without sharing a GIL; what crosses is bytes both ways (each
+event's JSON in, Relay's output JSON back), which the worker parses as it would anyway. Where
+the cores are already busy with workers it gains nothing, hence `auto`: a Relay process only
+while the host has more usable CPUs than the worker has processes. The measurements are in
+docs/performance.md.
 
 The process is the worker's child: it ignores SIGINT and SIGTERM (the worker drains on them and
 still needs it for the batches it finishes), and exits when the worker closes the pipe or dies.

@@ -54,7 +54,7 @@ UserAgentInfo = tuple[str | None, str | None, str | None, str | None, str | None
 # (browser, device, os) contexts as Relay produces them; None where it produces none.
 DerivedContexts = tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]
 
-# How often the hit and miss counts go to Prometheus (per lookup would cost a microsecond each).
+# How often the hit and miss counts go to Prometheus (per lookup, each would take a metric's lock).
 _FLUSH_EVERY = 256
 
 

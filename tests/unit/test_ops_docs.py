@@ -1,6 +1,7 @@
-"""The operator sections of the README cannot drift from the code: the configuration reference
-lists every setting of consumer/settings.py with its environment variable, flag and default;
-the metrics reference lists every metric of consumer/metrics.py with its labels.
+"""The operators' document cannot drift from the code: the configuration reference of
+docs/operations.md lists every setting of consumer/settings.py with its environment variable,
+flag and default; its metrics reference lists every metric of consumer/metrics.py with its
+labels. And the README stays a front door: the two commands first, at most 10 KB.
 
 When a setting or a metric changes, the failure message prints the rows to paste."""
 
@@ -17,13 +18,16 @@ from prometheus_client.metrics import MetricWrapperBase
 from consumer import cli, metrics
 from consumer.settings import SECTIONS, Secret, env_name
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
+README_MAX_BYTES = 10 * 1024
 
 
 def _section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"\n### {title}\n")
-    end = text.find("\n### ", start + 1)
+    text = OPERATIONS.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else len(text)]
 
 
@@ -93,7 +97,7 @@ def _paste(rows: list[list[str]]) -> str:
 def test_the_configuration_reference_lists_every_setting() -> None:
     table = _table(_section("Configuration reference"))
     assert [row[:4] for row in table] == expected_settings(), (
-        "README configuration reference is out of date; its first four columns should be:\n"
+        "docs/operations.md configuration reference is out of date; its first four columns should be:\n"
         + _paste(expected_settings())
     )
     for row in table:
@@ -110,7 +114,7 @@ def test_the_metrics_reference_lists_every_metric_with_its_labels() -> None:
     table = _table(_section("Metrics reference"))
     listed = [row[:3] for row in table if row[0].startswith("consumer_")]
     assert sorted(listed) == sorted(expected), (
-        "README metrics reference is out of date; its consumer_* rows should start with:\n"
+        "docs/operations.md metrics reference is out of date; its consumer_* rows should start with:\n"
         + _paste(sorted(expected))
     )
     for row in table:
@@ -121,3 +125,11 @@ def test_the_readme_still_starts_with_the_two_commands() -> None:
     head = README.read_text().split("\n## ", 1)[0]
     commands = re.findall(r"^make \w+", head, flags=re.MULTILINE)
     assert commands == ["make demo", "make test"]
+
+
+def test_the_readme_is_at_most_10_kb() -> None:
+    size = len(README.read_bytes())
+    assert size <= README_MAX_BYTES, (
+        f"README.md is {size:,} bytes; at most {README_MAX_BYTES:,}: move reference material "
+        "to docs/"
+    )

@@ -7,8 +7,14 @@
     ├── TransientError          infrastructure unavailable (PostgreSQL, Redis, Kafka): retry the
     │                           whole batch with backoff, commit nothing meanwhile; past the
     │                           retry deadline it becomes fatal and the worker exits non-zero
-    └── FatalError              the worker cannot go on safely (dead-letter guard tripped,
-                                retry deadline passed): stop without committing, exit non-zero
+    ├── FatalError              the worker cannot go on safely (dead-letter guard tripped,
+    │                           retry deadline passed): stop without committing, exit non-zero
+    ├── Abandoned               a batch given up because the worker is stopping: nothing of it
+    │                           is committed, the next owner of the partition saves it
+    ├── AdminError              an administration command cannot be carried out as asked
+    │                           (`consumer orgs|projects ...`): exit 1, say why
+    └── InvalidCacheEntry       a cached value that is not what its cache writes: a miss, read
+                                from PostgreSQL and written again
 
 Anything else is a bug: it propagates, arroyo terminates the strategy without committing, and
 the worker exits non-zero so its supervisor restarts it from the last committed offset.
@@ -41,3 +47,15 @@ class TransientError(ConsumerError):
 
 class FatalError(ConsumerError):
     """The worker must stop; committing would be wrong and retrying will not help."""
+
+
+class Abandoned(ConsumerError):
+    """The batch was given up because the worker is stopping; nothing of it is committed."""
+
+
+class AdminError(ConsumerError):
+    """An administration request cannot be carried out as asked (the message says why)."""
+
+
+class InvalidCacheEntry(ConsumerError):
+    """A cached value that is not what the cache writes (a row, a pointer, an id)."""

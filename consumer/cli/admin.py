@@ -49,7 +49,8 @@ def register(commands: Any) -> None:
 def cmd_orgs_create(args: argparse.Namespace) -> int:
     import psycopg
 
-    from consumer.storage.admin import AdminError, create_organization
+    from consumer.errors import AdminError
+    from consumer.storage.admin import create_organization
     from consumer.storage.pool import conninfo
 
     settings = settings_for(args)
@@ -66,7 +67,8 @@ def cmd_orgs_create(args: argparse.Namespace) -> int:
 def cmd_projects_create(args: argparse.Namespace) -> int:
     import psycopg
 
-    from consumer.storage.admin import AdminError, create_project, live_organization_id
+    from consumer.errors import AdminError
+    from consumer.storage.admin import create_project, live_organization_id
     from consumer.storage.pool import conninfo
 
     settings = settings_for(args)
@@ -128,7 +130,8 @@ def cmd_projects_delete(args: argparse.Namespace) -> int:
 def cmd_projects_set_option(args: argparse.Namespace) -> int:
     import json
 
-    from consumer.storage.admin import AdminError, set_project_option
+    from consumer.errors import AdminError
+    from consumer.storage.admin import set_project_option
     from consumer.storage.store import Storage
 
     if args.unset == (args.value is not None):

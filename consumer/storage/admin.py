@@ -14,16 +14,13 @@ from typing import Any, Generic, TypeVar
 
 from psycopg import Connection
 
+from consumer.errors import AdminError
 from consumer.storage import project_options
 from consumer.storage.models import Organization, Project
 from consumer.storage.pool import transaction
 from consumer.storage.store import ORGANIZATION, PROJECT, Storage
 
 T = TypeVar("T")
-
-
-class AdminError(ValueError):
-    """The request cannot be carried out as asked (the message says why)."""
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,11 @@ import orjson
 import psycopg_pool
 
 from consumer import metrics
+from consumer.errors import InvalidCacheEntry
 from consumer.storage.pool import connection
 from consumer.storage.redis_cache import RedisCache, Write
 
 T = TypeVar("T")
-
-
-class InvalidEntry(ValueError):
-    """A cached value that is not a row (or pointer) of the model asked for."""
 
 
 def cache_version(field_names: Iterable[str]) -> str:
@@ -74,25 +71,25 @@ def _converter(hint: Any) -> Callable[[Any], Any]:
         if value is None:
             if optional:
                 return None
-            raise InvalidEntry("null in a required field")
+            raise InvalidCacheEntry("null in a required field")
         if hint is datetime:
             if not isinstance(value, str):
-                raise InvalidEntry("datetime is not a string")
+                raise InvalidCacheEntry("datetime is not a string")
             parsed = datetime.fromisoformat(value)
             if parsed.tzinfo is None:
-                raise InvalidEntry("naive datetime")
+                raise InvalidCacheEntry("naive datetime")
             return parsed
         if hint is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidEntry("not an integer")
+                raise InvalidCacheEntry("not an integer")
             return value
         if hint is str:
             if not isinstance(value, str):
-                raise InvalidEntry("not a string")
+                raise InvalidCacheEntry("not a string")
             return value
         if hint is bool:
             if not isinstance(value, bool):
-                raise InvalidEntry("not a boolean")
+                raise InvalidCacheEntry("not a boolean")
             return value
         raise TypeError(f"unsupported field type {hint!r}")
 
@@ -144,17 +141,17 @@ class ModelSpec(Generic[T]):
         return orjson.dumps({name: getattr(row, name) for name in self.fields})
 
     def decode(self, raw: bytes) -> T:
-        """The row in a primary-key entry; InvalidEntry when it is anything else."""
+        """The row in a primary-key entry; InvalidCacheEntry when it is anything else."""
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise InvalidEntry("not JSON") from None
+            raise InvalidCacheEntry("not JSON") from None
         if not isinstance(data, dict) or set(data) != set(self.fields):
-            raise InvalidEntry("not a row of this model")
+            raise InvalidCacheEntry("not a row of this model")
         try:
             values = {name: convert(data[name]) for name, convert in self._converters.items()}
-        except ValueError as error:  # InvalidEntry, or fromisoformat on a bad string
-            raise InvalidEntry(str(error)) from None
+        except (InvalidCacheEntry, ValueError) as error:  # ValueError: a bad datetime string
+            raise InvalidCacheEntry(str(error)) from None
         return self.row_type(**values)
 
     def from_db(self, row: Sequence[Any]) -> T:
@@ -220,8 +217,8 @@ class ModelCache(Generic[T]):
                 try:
                     row = self.spec.decode(entry)
                     if str(self._pk(row)) != str(value):
-                        raise InvalidEntry("entry of another row")
-                except InvalidEntry:
+                        raise InvalidCacheEntry("entry of another row")
+                except InvalidCacheEntry:
                     evict.append(self.key("id", value))
                     misses.append(value)
                     continue
@@ -337,7 +334,7 @@ class ModelCache(Generic[T]):
                     if entry is not None:
                         try:
                             old[pk] = self.spec.decode(entry)
-                        except InvalidEntry:
+                        except InvalidCacheEntry:
                             continue
             for row in saved:
                 before = old.get(self._pk(row))

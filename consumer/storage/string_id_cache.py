@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from consumer import metrics
+from consumer.errors import InvalidCacheEntry
 from consumer.storage.redis_cache import RedisCache, Write
 
 CACHE_VERSION = 1
@@ -58,15 +59,11 @@ def stamped_value(value: int, now: float) -> bytes:
     return f"{value}:{int(now)}".encode()
 
 
-class InvalidEntry(ValueError):
-    """A cached value that is not what this cache writes."""
-
-
 def read_legacy(raw: bytes) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise InvalidEntry(raw) from None
+        raise InvalidCacheEntry(raw) from None
 
 
 def read_stamped(raw: bytes, now: float) -> int | None:
@@ -75,7 +72,7 @@ def read_stamped(raw: bytes, now: float) -> int | None:
         value, stamp = raw.split(b":")
         result, written = int(value), int(stamp)
     except ValueError:
-        raise InvalidEntry(raw) from None
+        raise InvalidCacheEntry(raw) from None
     if written < int(now - STALE_AFTER_SECONDS):
         return None
     return result
@@ -139,7 +136,7 @@ class StringIdCache:
                 continue
             try:
                 found = read_stamped(value, now) if self.read_namespaced else read_legacy(value)
-            except InvalidEntry:
+            except InvalidCacheEntry:
                 invalid += 1
                 continue
             if found is None:

@@ -25,9 +25,9 @@ from typing import Any
 from arroyo.processing.strategies import MessageRejected, ProcessingStrategy
 from arroyo.types import FilteredPayload, Message
 
+from consumer.errors import Abandoned
 from consumer.strategy.batch import Batch
 from consumer.strategy.idle import IdleMonitor
-from consumer.strategy.saver import Abandoned
 
 logger = logging.getLogger(__name__)
 

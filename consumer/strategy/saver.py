@@ -21,7 +21,7 @@ import tenacity
 from arroyo.types import BrokerValue
 
 from consumer import metrics
-from consumer.errors import ConsumerError, FatalError, TransientError
+from consumer.errors import Abandoned, FatalError, TransientError
 from consumer.pipeline.job import Job
 from consumer.pipeline.save import SaveResult
 from consumer.strategy.batch import Batch
@@ -30,10 +30,6 @@ from consumer.strategy.guard import DeadLetterGuard
 from consumer.strategy.items import Accepted, Rejected, Skipped
 
 logger = logging.getLogger(__name__)
-
-
-class Abandoned(ConsumerError):
-    """The batch was given up because the worker is stopping; nothing of it is committed."""
 
 
 class Saver(Protocol):

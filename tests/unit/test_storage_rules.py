@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.storage.model_cache import InvalidEntry, ModelSpec, cache_version, lookup_key
+from consumer.errors import InvalidCacheEntry
+from consumer.storage.model_cache import ModelSpec, cache_version, lookup_key
 from consumer.storage.models import Environment, Organization, Project
 from consumer.storage.releases import (
     UNPARSED,
@@ -33,9 +34,6 @@ from consumer.storage.string_id_cache import (
     read_legacy,
     read_stamped,
     stamped_value,
-)
-from consumer.storage.string_id_cache import (
-    InvalidEntry as InvalidIdEntry,
 )
 
 
@@ -128,7 +126,7 @@ def test_rows_round_trip_through_json() -> None:
     ],
 )
 def test_anything_but_a_row_is_invalid(raw: bytes) -> None:
-    with pytest.raises(InvalidEntry):
+    with pytest.raises(InvalidCacheEntry):
         ORGANIZATION.decode(raw)
 
 
@@ -244,12 +242,12 @@ def test_stamps_older_than_three_hours_are_stale() -> None:
 
 @pytest.mark.parametrize("raw", [b"", b"abc", b"1:2:3", b"1:x", b"x:1", b"1"])
 def test_unreadable_stamped_values_are_invalid(raw: bytes) -> None:
-    with pytest.raises(InvalidIdEntry):
+    with pytest.raises(InvalidCacheEntry):
         read_stamped(raw, 0)
 
 
 def test_unreadable_legacy_values_are_invalid() -> None:
-    with pytest.raises(InvalidIdEntry):
+    with pytest.raises(InvalidCacheEntry):
         read_legacy(b"12:34")
 
 

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from consumer import cli, metrics
+from consumer.errors import AdminError
 from consumer.settings import Settings
 from consumer.storage.admin import (
-    AdminError,
     create_organization,
     create_project,
     set_project_option,

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from arroyo.types import Commit, Partition
 
     from consumer.pipeline.job import Job
-    from consumer.pipeline.save import SaveResult
     from consumer.strategy.saver import Saver
 
 MEASUREMENTS = ("worker", "limit", "per_event")
@@ -162,13 +161,12 @@ class RunClock:
         clock = self
 
         class Timed:
-            def save(self, jobs: Sequence[Job]) -> SaveResult:
+            def save(self, jobs: Sequence[Job]) -> None:
                 started = time.perf_counter()
                 if clock.first_save is None:
                     clock.first_save = time.time()
-                result = inner.save(jobs)
+                inner.save(jobs)
                 clock.batch_seconds.append(time.perf_counter() - started)
-                return result
 
         return Timed()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from consumer.pipeline.tags import EventTags
 
@@ -35,6 +35,15 @@ class EventUser(NamedTuple):
         if self.ip_address:
             return f"ip:{self.ip_address}"
         return None
+
+
+class Outcome(NamedTuple):
+    """Why a job was not saved: `skipped` (valid, deliberately not saved: counted) or `rejected`
+    (a bad message found at save time: dead-lettered with `reason` and `detail`)."""
+
+    kind: Literal["skipped", "rejected"]
+    reason: str
+    detail: str = ""
 
 
 @dataclass(slots=True)
@@ -88,3 +97,11 @@ class Job:
     # The encoded nodestore rows (event, occurrence document): set once the event is final, so
     # that a retried save writes them again instead of running the steps over mutated data.
     nodes: tuple[tuple[str, str], tuple[str, str]] | None = None
+    # Set by the save when this job is not saved; None: saved (once the save returned).
+    outcome: Outcome | None = None
+
+    def skip(self, reason: str) -> None:
+        self.outcome = Outcome("skipped", reason)
+
+    def reject(self, reason: str, detail: str) -> None:
+        self.outcome = Outcome("rejected", reason, detail)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from consumer import metrics
@@ -47,15 +46,6 @@ from consumer.pipeline.toplevel import pull_out
 from consumer.pipeline.user_agent import UserAgentContexts
 from consumer.pipeline.users import apply_event_users
 from consumer.storage.models import Project
-
-
-@dataclass
-class SaveResult:
-    """Jobs of a batch that were not saved, by their index in the batch: `skipped` (reason) are
-    valid but deliberately not saved; `rejected` (reason, detail) go to the dead-letter topic."""
-
-    skipped: dict[int, str] = field(default_factory=dict)
-    rejected: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 class _StepTimes:
@@ -97,12 +87,12 @@ def save_generic_events(
     storage: StorageAPI,
     *,
     user_agents: UserAgentContexts | None = None,
-) -> SaveResult:
+) -> None:
     """Save a batch of jobs whose projects are all in `projects` (live ones).
 
-    When this returns, every job not listed in the result is durable in the nodestore. Jobs
-    whose organization is missing are rejected (`unknown_organization`), those of a
-    soft-deleted organization skipped (`organization_deleted`); indices are into `jobs`.
+    When this returns, every job without an `outcome` is durable in the nodestore. Jobs whose
+    organization is missing are rejected (`unknown_organization`), those of a soft-deleted
+    organization skipped (`organization_deleted`).
 
     The events are completed (user-agent contexts, pull-out: both happen once), storage is read
     and written (releases, dists, project options, environments), then the events are changed
@@ -112,23 +102,22 @@ def save_generic_events(
     `user_agents` is the save thread's cache of user-agent contexts (default: the process's).
     """
     times = _StepTimes()
-    result = SaveResult()
     try:
         with times("organizations"):
             organizations = storage.organizations(
                 {projects[job.project_id].organization_id for job in jobs}
             )
         live: list[Job] = []
-        for index, job in enumerate(jobs):
+        for job in jobs:
             organization_id = projects[job.project_id].organization_id
             organization = organizations.get(organization_id)
             if organization is None:
-                result.rejected[index] = (
+                job.reject(
                     "unknown_organization",
                     f"organization {organization_id} of project {job.project_id} does not exist",
                 )
             elif organization.date_deleted is not None:
-                result.skipped[index] = "organization_deleted"
+                job.skip("organization_deleted")
             else:
                 live.append(job)
 
@@ -142,7 +131,6 @@ def save_generic_events(
             write_nodes(live, storage)
     finally:
         times.observe()
-    return result
 
 
 StepTimer = Callable[[metrics.Step], AbstractContextManager[None]]
@@ -196,37 +184,26 @@ class EventSaver:
         self.storage = storage
         self.user_agents = user_agents or user_agent_contexts()
 
-    def save(self, jobs: Sequence[Job]) -> SaveResult:
-        """Save a batch; raises TransientError (retry the batch), never BadMessage."""
-        result = SaveResult()
+    def save(self, jobs: Sequence[Job]) -> None:
+        """Save a batch, marking the jobs not saved (`Job.outcome`); raises TransientError
+        (retry the batch), never BadMessage."""
+        for job in jobs:  # a retried batch is judged afresh
+            job.outcome = None
         if not jobs:
-            return result
+            return
         started = time.perf_counter()
         projects = self.storage.projects({job.project_id for job in jobs})
         metrics.observe_step("projects", time.perf_counter() - started)
         live_projects: dict[int, Project] = {}
-        indices: list[int] = []
-        for index, job in enumerate(jobs):
+        live: list[Job] = []
+        for job in jobs:
             project = projects.get(job.project_id)
             if project is None:
-                result.rejected[index] = (
-                    "unknown_project",
-                    f"project {job.project_id} does not exist",
-                )
+                job.reject("unknown_project", f"project {job.project_id} does not exist")
             elif project.date_deleted is not None:
-                result.skipped[index] = "project_deleted"
+                job.skip("project_deleted")
             else:
                 live_projects[project.id] = project
-                indices.append(index)
-        if indices:
-            saved = save_generic_events(
-                [jobs[i] for i in indices],
-                live_projects,
-                self.storage,
-                user_agents=self.user_agents,
-            )
-            for local, reason in saved.skipped.items():
-                result.skipped[indices[local]] = reason
-            for local, rejection in saved.rejected.items():
-                result.rejected[indices[local]] = rejection
-        return result
+                live.append(job)
+        if live:
+            save_generic_events(live, live_projects, self.storage, user_agents=self.user_agents)

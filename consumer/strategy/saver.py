@@ -23,7 +23,6 @@ from arroyo.types import BrokerValue
 from consumer import metrics
 from consumer.errors import Abandoned, FatalError, TransientError
 from consumer.pipeline.job import Job
-from consumer.pipeline.save import SaveResult
 from consumer.strategy.batch import Batch
 from consumer.strategy.dlq import DeadLetter, DeadLetterProducer
 from consumer.strategy.guard import DeadLetterGuard
@@ -33,8 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 class Saver(Protocol):
-    def save(self, jobs: Sequence[Job]) -> SaveResult:
-        """Save the jobs; return those found unsaveable (by index). Raises TransientError."""
+    def save(self, jobs: Sequence[Job]) -> None:
+        """Save the jobs, marking those not saved (`Job.outcome`). Raises TransientError."""
         ...
 
 
@@ -82,24 +81,24 @@ class BatchSaver:
                 )
 
         guarded = False
-        result = SaveResult()
 
         def attempt() -> None:
-            nonlocal guarded, result
-            result = self.saver.save(jobs)
+            nonlocal guarded
+            self.saver.save(jobs)
             late = []
-            for index, (reason, detail) in result.rejected.items():
-                value = job_values[index]
-                late.append(
-                    DeadLetter(
-                        value.payload.payload,
-                        reason,
-                        detail,
-                        value.partition.topic.name,
-                        value.partition.index,
-                        value.offset,
+            for value in job_values:
+                outcome = value.payload.job.outcome
+                if outcome is not None and outcome.kind == "rejected":
+                    late.append(
+                        DeadLetter(
+                            value.payload.payload,
+                            outcome.reason,
+                            outcome.detail,
+                            value.partition.topic.name,
+                            value.partition.index,
+                            value.offset,
+                        )
                     )
-                )
             all_letters = letters + late
             if not guarded:
                 self.guard.check(len(batch) - len(all_letters), len(all_letters))
@@ -109,12 +108,14 @@ class BatchSaver:
 
         self._retrying(attempt, cancel)
 
+        outcomes = [job.outcome for job in jobs if job.outcome is not None]
+        for outcome in outcomes:
+            if outcome.kind == "skipped":
+                skipped[outcome.reason] = skipped.get(outcome.reason, 0) + 1
         for reason, count in skipped.items():
             metrics.count_messages("skipped", reason, count)
-        for reason, count in _count(result.skipped.values()).items():
-            metrics.count_messages("skipped", reason, count)
         dead = [letter.reason for letter in letters] + [
-            reason for reason, _ in result.rejected.values()
+            outcome.reason for outcome in outcomes if outcome.kind == "rejected"
         ]
         dead_counts = _count(dead)
         for reason, count in dead_counts.items():
@@ -126,7 +127,7 @@ class BatchSaver:
                 len(dead), len(batch), self.dead_letters.topic,
                 ", ".join(f"{reason}={count}" for reason, count in sorted(dead_counts.items())),
             )  # fmt: skip
-        saved = len(jobs) - len(result.skipped) - len(result.rejected)
+        saved = len(jobs) - len(outcomes)
         metrics.count_messages("saved", "", saved)
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.BATCH_BYTES.observe(size)

@@ -19,7 +19,6 @@ from confluent_kafka import Producer
 from consumer.kafka_admin import committed_offsets
 from consumer.loadgen.sdk import capture_events
 from consumer.pipeline.job import Job
-from consumer.pipeline.save import SaveResult
 from consumer.replay import replay
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id
@@ -54,10 +53,10 @@ class SlowSaver:
         self.delays = delays
         self.calls = 0
 
-    def save(self, jobs: Sequence[Job]) -> SaveResult:
+    def save(self, jobs: Sequence[Job]) -> None:
         self.calls += 1
         time.sleep(self.delays(self.calls))
-        return self.inner.save(jobs)
+        self.inner.save(jobs)
 
 
 def _saved_count(db: psycopg.Connection[Any], sent: list[dict[str, Any]]) -> int:

@@ -19,7 +19,6 @@ from arroyo.utils.clock import MockedClock
 from consumer.errors import BadMessage, TransientError
 from consumer.pipeline.job import Job
 from consumer.pipeline.message import Prepared, Skip
-from consumer.pipeline.save import SaveResult
 from consumer.settings import WorkerSettings
 from consumer.strategy.decode import Classify
 from consumer.strategy.dlq import DeadLetter
@@ -82,13 +81,12 @@ class RecordingSaver:
         self.started = threading.Event()
         self.fail: Exception | None = None
 
-    def save(self, jobs: Sequence[Job]) -> SaveResult:
+    def save(self, jobs: Sequence[Job]) -> None:
         self.started.set()
         self.gate.wait(10)
         if self.fail is not None:
             raise self.fail
         self.saved.extend(job.event_id for job in jobs)
-        return SaveResult()
 
 
 class RecordingDeadLetters:

@@ -44,13 +44,15 @@ def test_outcomes_per_job(decoder: MessageDecoder, storage: MemoryStorage) -> No
     storage.add_project(7, 99)  # its organization does not exist
     messages = [_message(p) for p in (1, 2, 4, 6, 7, 8, 1)]
     jobs = _jobs(decoder, messages)
-    result = EventSaver(storage).save(jobs)
-    assert result.skipped == {1: "project_deleted", 3: "organization_deleted"}
-    assert {i: reason for i, (reason, _detail) in result.rejected.items()} == {
-        4: "unknown_organization",
-        5: "unknown_project",
+    EventSaver(storage).save(jobs)
+    outcomes = {i: job.outcome for i, job in enumerate(jobs) if job.outcome is not None}
+    assert {i: (o.kind, o.reason) for i, o in outcomes.items()} == {
+        1: ("skipped", "project_deleted"),
+        3: ("skipped", "organization_deleted"),
+        4: ("rejected", "unknown_organization"),
+        5: ("rejected", "unknown_project"),
     }
-    assert all(detail for _reason, detail in result.rejected.values())
+    assert all(o.detail for o in outcomes.values() if o.kind == "rejected")
     saved = [messages[i] for i in (0, 2, 6)]
     rows = storage.nodestore.rows
     assert len(rows) == 2 * len(saved)
@@ -81,7 +83,7 @@ def test_one_storage_call_per_kind_for_the_whole_batch(
 
 
 def test_an_empty_batch_costs_nothing(storage: MemoryStorage) -> None:
-    assert EventSaver(storage).save([]).rejected == {}
+    EventSaver(storage).save([])
     assert storage.calls == []
 
 

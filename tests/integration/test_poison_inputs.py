@@ -1,0 +1,201 @@
+"""No message can stop the worker (issue 17), on the real broker: each hostile input alone between
+two good messages in a topic of its own is dead-lettered or recorded with its reason, the good
+messages around it are saved, the committed offsets reach the end, and the worker exits 0 when
+idle."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from arroyo.backends.kafka import KafkaPayload
+from confluent_kafka import Producer
+
+from consumer.errors import ConfigurationError
+from consumer.loadgen.sdk import capture_events
+from consumer.settings import Settings
+from consumer.storage.nodestore import event_node_id
+from consumer.strategy.dlq import DeadLetter, DeadLetterProducer, dead_letter_limit
+from consumer.worker import Worker, committed_offsets
+from tests.integration.conftest import KAFKA
+from tests.integration.helpers import end_offsets, make_project, produce_events, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def _idle(settings: Settings, **worker: Any) -> Settings:
+    return dataclasses.replace(
+        settings,
+        worker=dataclasses.replace(settings.worker, exit_when_idle=2.0, **worker),
+    )
+
+
+def _saved(db: psycopg.Connection[Any], sent: Sequence[dict[str, Any]]) -> int:
+    ids = [event_node_id(m["project_id"], m["event_id"]) for m in sent]
+    row = db.execute("SELECT count(*) FROM nodestore_node WHERE id = ANY(%s)", (ids,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _between_two_good(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    producer: Producer,
+    unique: str,
+    send_bad: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """good, the bad input (`send_bad(topic)`), good; returns the good messages sent."""
+    _org, project_id = make_project(db, unique)
+    topic = settings.kafka.topic
+    events = capture_events(2, seed=17)
+    good = produce_events(producer, topic, events[:1], [project_id], seed=1)
+    send_bad(topic)
+    good += produce_events(producer, topic, events[1:], [project_id], seed=2)
+    return good
+
+
+def _headers(message: Any) -> dict[str, bytes]:
+    return {key: value for key, value in message.headers() or []}
+
+
+def _run_and_check_around(
+    settings: Settings, db: psycopg.Connection[Any], good: Sequence[dict[str, Any]]
+) -> None:
+    assert Worker(_idle(settings)).run() == 0
+    assert _saved(db, good) == len(good)
+    topic = settings.kafka.topic
+    assert committed_offsets(settings, topic, settings.kafka.group_id) == end_offsets(
+        settings, topic
+    )
+
+
+def test_a_bad_message_larger_than_the_dead_letter_topic_takes_is_recorded_as_a_reference(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    """Issue 17, seen 2: a dead-letter topic whose limit is smaller than what the worker sends."""
+    create_topic(settings.kafka.topic, 1)
+    create_topic(settings.kafka.dlq_topic, 1, {"max.message.bytes": "8192"})
+    bad = b"not json " * 3000  # 27 kB: read whole by the worker, too large for its DLQ
+    good = _between_two_good(
+        settings, db, producer, unique, lambda topic: producer.produce(topic, bad, key=b"k")
+    )
+    _run_and_check_around(settings, db, good)
+
+    [letter] = read_topic(settings, settings.kafka.dlq_topic, expected=1)
+    headers = _headers(letter)
+    assert headers["reason"] == b"invalid_json"
+    assert headers["original_offset"] == b"1"
+    assert b"8192" in headers["value_replaced"]
+    reference = orjson.loads(letter.value())
+    assert reference["topic"] == settings.kafka.topic
+    assert (reference["partition"], reference["offset"]) == (0, 1)
+    assert reference["value_bytes"] == len(bad)
+    assert reference["value_sha256"] == hashlib.sha256(bad).hexdigest()
+    assert letter.key() == b"k"
+
+
+def test_a_compressed_bad_message_over_the_broker_limit_is_recorded_as_a_reference(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    """Issue 17, seen 1: 12 MB of non-JSON sent gzip-compressed (the broker takes 10 MiB
+    batches, this one is a few kB): dead-lettered whole it would be refused for its size."""
+    create_topic(settings.kafka.topic, 1)
+    create_topic(settings.kafka.dlq_topic, 1)
+    bad = b"x" * 12_000_000
+    gzip = Producer(
+        {"bootstrap.servers": KAFKA, "compression.type": "gzip", "message.max.bytes": 20_000_000}
+    )
+
+    def send(topic: str) -> None:
+        producer.flush(30)
+        gzip.produce(topic, bad)
+        assert gzip.flush(30) == 0
+
+    good = _between_two_good(settings, db, producer, unique, send)
+    _run_and_check_around(settings, db, good)
+
+    [letter] = read_topic(settings, settings.kafka.dlq_topic, expected=1)
+    headers = _headers(letter)
+    assert headers["reason"] == b"message_too_large"
+    assert "value_replaced" in headers
+    reference = orjson.loads(letter.value())
+    assert reference["value_bytes"] == len(bad)
+    assert reference["value_sha256"] == hashlib.sha256(bad).hexdigest()
+
+
+def test_a_bad_message_with_a_huge_header_is_recorded_as_a_reference(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    create_topic(settings.kafka.topic, 1)
+    create_topic(settings.kafka.dlq_topic, 1, {"max.message.bytes": "65536"})
+    good = _between_two_good(
+        settings,
+        db,
+        producer,
+        unique,
+        lambda topic: producer.produce(topic, b"{", headers=[("big", b"h" * 200_000)]),
+    )
+    _run_and_check_around(settings, db, good)
+    [letter] = read_topic(settings, settings.kafka.dlq_topic, expected=1)
+    assert "big" not in _headers(letter)
+    assert orjson.loads(letter.value())["headers_bytes"] == 200_003
+
+
+def test_a_letter_the_broker_refuses_for_its_size_is_produced_again_as_a_reference(
+    settings: Settings, create_topic: Callable[..., str]
+) -> None:
+    """The limit read at start can be wrong (the topic was changed since): the broker's own
+    refusal (MSG_SIZE_TOO_LARGE) is not transient, the letter goes as a reference."""
+    dlq = create_topic(settings.kafka.dlq_topic, 1, {"max.message.bytes": "8192"})
+    letters = DeadLetterProducer(settings.kafka.client_config(), dlq, max_bytes=1_000_000)
+    payload = KafkaPayload(None, b"y" * 50_000, [])
+    small = KafkaPayload(None, b"z", [])
+    letters.produce_and_wait(
+        [
+            DeadLetter(payload, "invalid_json", "", "in", 0, 5),
+            DeadLetter(small, "invalid_json", "", "in", 0, 6),
+        ]
+    )
+    letters.close()
+    got = read_topic(settings, dlq, expected=2)
+    assert all(len(message.value()) < 8192 for message in got)
+    by_offset = {_headers(message)["original_offset"]: message for message in got}
+    assert by_offset[b"6"].value() == b"z"
+    assert _headers(by_offset[b"5"])["value_replaced"].startswith(b"refused by the broker")
+    assert orjson.loads(by_offset[b"5"].value())["value_bytes"] == 50_000
+
+
+def test_a_dead_letter_topic_too_small_for_a_reference_stops_the_start_clearly(
+    settings: Settings, create_topic: Callable[..., str]
+) -> None:
+    create_topic(settings.kafka.dlq_topic, 1, {"max.message.bytes": "1024"})
+    with pytest.raises(ConfigurationError, match=r"max\.message\.bytes"):
+        dead_letter_limit(settings.kafka.client_config(), settings.kafka.dlq_topic)
+    with pytest.raises(ConfigurationError, match=settings.kafka.dlq_topic):
+        Worker(settings).run()
+
+
+def test_the_dead_letter_limit_is_read_from_the_broker(
+    settings: Settings, create_topic: Callable[..., str]
+) -> None:
+    create_topic(settings.kafka.dlq_topic, 1, {"max.message.bytes": "70000"})
+    assert dead_letter_limit(settings.kafka.client_config(), settings.kafka.dlq_topic) == 70000
+    # a topic the broker will create on first use takes what the broker's default allows
+    assert dead_letter_limit(settings.kafka.client_config(), f"{settings.kafka.dlq_topic}-new") > 0

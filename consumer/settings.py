@@ -107,6 +107,11 @@ class KafkaSettings:
     auto_commit_interval_ms: int = 1_000
     queued_max_messages_kbytes: int = 32_768
     max_message_bytes: int = 1_048_576
+    # What one fetch may bring (librdkafka's defaults): a record that does not decompress within
+    # `receive_message_max_bytes` is unreadable, recorded and skipped.
+    fetch_max_bytes: int = 52_428_800
+    max_partition_fetch_bytes: int = 1_048_576
+    receive_message_max_bytes: int = 100_000_000
     # Free-form librdkafka settings (security.protocol, sasl.*, ssl.*) passed to every client.
     # Values of SECRET_KAFKA_KEYS are kept as Secret.
     extra: Mapping[str, str | Secret] = field(default_factory=dict)
@@ -369,6 +374,14 @@ def validate(settings: Settings) -> None:
             "kafka.topic and kafka.dlq_topic must be set and differ",
         ),
         (bool(k.group_id), "kafka.group_id must be set"),
+        (
+            k.fetch_max_bytes >= k.max_partition_fetch_bytes >= 1024,
+            "kafka.fetch_max_bytes must be >= kafka.max_partition_fetch_bytes >= 1024",
+        ),
+        (
+            k.receive_message_max_bytes >= k.fetch_max_bytes + 512,
+            "kafka.receive_message_max_bytes must be at least kafka.fetch_max_bytes + 512",
+        ),
         (
             d.pool_min_size >= 1 and d.pool_max_size >= d.pool_min_size,
             "database.pool_max_size must be >= database.pool_min_size >= 1",

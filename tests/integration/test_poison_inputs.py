@@ -199,3 +199,109 @@ def test_the_dead_letter_limit_is_read_from_the_broker(
     assert dead_letter_limit(settings.kafka.client_config(), settings.kafka.dlq_topic) == 70000
     # a topic the broker will create on first use takes what the broker's default allows
     assert dead_letter_limit(settings.kafka.client_config(), f"{settings.kafka.dlq_topic}-new") > 0
+
+
+def _small_fetches(settings: Settings) -> Settings:
+    """Fetch limits under which 30 MB do not decompress (the defaults take 100 MB)."""
+    return dataclasses.replace(
+        settings,
+        kafka=dataclasses.replace(
+            settings.kafka, fetch_max_bytes=10_000_000, receive_message_max_bytes=20_000_000
+        ),
+    )
+
+
+def _zstd_producer(**config: Any) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": KAFKA,
+            "compression.type": "zstd",
+            "message.max.bytes": 200_000_000,
+            **config,
+        }
+    )
+
+
+def test_a_record_that_cannot_be_decompressed_is_dead_lettered_and_skipped(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    """Issue 17, seen 3: 30 MB of zstd, a few kB on the wire, more than the consumer may
+    decompress: arroyo raised ConsumerError(_BAD_COMPRESSION) on every poll, and neither it nor
+    the good message before it in the same fetch was ever saved."""
+    settings = _small_fetches(settings)
+    create_topic(settings.kafka.topic, 1)
+    create_topic(settings.kafka.dlq_topic, 1)
+    zstd = _zstd_producer()
+
+    def send(topic: str) -> None:
+        producer.flush(30)
+        zstd.produce(topic, b'{"x": "' + b"a" * 30_000_000 + b'"}', key=b"bomb")
+        assert zstd.flush(30) == 0
+
+    good = _between_two_good(settings, db, producer, unique, send)
+    _run_and_check_around(settings, db, good)
+
+    [letter] = read_topic(settings, settings.kafka.dlq_topic, expected=1)
+    headers = _headers(letter)
+    assert headers["reason"] == b"unreadable"
+    assert headers["original_offset"] == b"1"
+    assert b"offsets 1 could not be read" in headers["reason_detail"]
+    assert b"compress" in headers["reason_detail"].lower()
+    assert letter.value() is None
+
+
+def test_an_unreadable_batch_of_several_records_is_skipped_whole_and_once(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    """Offsets 1-3 in one zstd batch that cannot be read: a fetch from any of them fails at
+    offset 1, so the batch is measured and skipped whole, as one dead letter."""
+    settings = _small_fetches(settings)
+    create_topic(settings.kafka.topic, 1)
+    create_topic(settings.kafka.dlq_topic, 1)
+    zstd = _zstd_producer(
+        **{"linger.ms": 1000, "batch.num.messages": 100, "batch.size": 1_000_000_000}
+    )
+
+    def send(topic: str) -> None:
+        producer.flush(30)
+        zstd.produce(topic, b"1", partition=0)
+        zstd.produce(topic, b'{"x": "' + b"a" * 30_000_000 + b'"}', partition=0)
+        zstd.produce(topic, b"3", partition=0)
+        assert zstd.flush(30) == 0
+
+    good = _between_two_good(settings, db, producer, unique, send)
+    assert end_offsets(settings, settings.kafka.topic) == {0: 5}
+    _run_and_check_around(settings, db, good)
+
+    letters = read_topic(settings, settings.kafka.dlq_topic, expected=2, timeout=10)
+    assert len(letters) == 1
+    headers = _headers(letters[0])
+    assert (headers["reason"], headers["original_offset"]) == (b"unreadable", b"3")
+    assert b"offsets 1..3 could not be read" in headers["reason_detail"]
+
+
+def test_a_tombstone_is_dead_lettered_as_a_null_value(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    create_topic(settings.kafka.topic, 1)
+    create_topic(settings.kafka.dlq_topic, 1)
+    good = _between_two_good(
+        settings, db, producer, unique, lambda topic: producer.produce(topic, None, key=b"gone")
+    )
+    _run_and_check_around(settings, db, good)
+    [letter] = read_topic(settings, settings.kafka.dlq_topic, expected=1)
+    assert letter.value() is None
+    assert letter.key() == b"gone"
+    assert _headers(letter)["reason"] == b"empty_message"

@@ -54,6 +54,13 @@ class Liveness:
         except OSError as error:  # a full or read-only disk must not stop consumption
             logger.warning("cannot touch liveness file %s: %s", self.path, error)
 
+    def remove(self) -> None:
+        """At exit: a file left behind would read as a live worker until it grows stale."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as error:
+            logger.warning("cannot remove liveness file %s: %s", self.path, error)
+
 
 class LivenessConsumer(RecordReader):
     """The worker's Kafka consumer (`consumer.reader`) that beats the liveness file on every

@@ -119,5 +119,7 @@ def supervise(settings: Settings) -> int:
     finally:
         if server is not None:
             server.shutdown()
+        for path in paths:  # those of workers that could not remove their own (killed)
+            path.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0

@@ -230,6 +230,12 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal)
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self.liveness.remove()
+
+    def _run(self) -> int:
         settings = self.settings
         metrics.configure_arroyo_metrics()
         idle = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -305,3 +306,20 @@ def test_a_tombstone_is_dead_lettered_as_a_null_value(
     assert letter.value() is None
     assert letter.key() == b"gone"
     assert _headers(letter)["reason"] == b"empty_message"
+
+
+def test_the_liveness_file_is_removed_at_exit(
+    settings: Settings, create_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    create_topic(settings.kafka.topic, 1)
+    path = tmp_path / "live"
+    worker = Worker(_idle(settings), liveness_path=path)
+    assert path.exists()
+    assert worker.run() == 0
+    assert not path.exists(), "a stopped worker would read as alive until its file grows stale"
+
+    create_topic(settings.kafka.dlq_topic, 1, {"max.message.bytes": "1024"})
+    failing = Worker(_idle(settings), liveness_path=path)
+    with pytest.raises(ConfigurationError):
+        failing.run()
+    assert not path.exists()

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from consumer import redaction
 from consumer.errors import ConfigurationError
 from consumer.settings import Settings, load_settings
 
@@ -35,6 +36,7 @@ def _settings(
     args: argparse.Namespace, overrides: dict[str, dict[str, Any]] | None = None
 ) -> Settings:
     settings = load_settings(config_file=args.config, overrides=overrides or {})
+    redaction.install(settings)
     logging.getLogger().setLevel((args.log_level or settings.worker.log_level).upper())
     return settings
 
@@ -593,8 +595,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigurationError as error:
-        print(f"consumer: configuration error: {error}", file=sys.stderr)
+        print(redaction.scrub(f"consumer: configuration error: {error}"), file=sys.stderr)
         return 2
+    except Exception as error:  # noqa: BLE001 - what Python would print, without the secrets
+        redaction.report_crash(error)
+        return 1
 
 
 if __name__ == "__main__":

@@ -38,7 +38,10 @@ def _child(settings: Settings, liveness_path: str, log_level: int) -> None:
         level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
     )
     logging.getLogger("arroyo").setLevel(max(log_level, logging.WARNING))
+    from consumer import redaction
     from consumer.worker import run_worker
+
+    redaction.install(settings)
 
     raise SystemExit(run_worker(settings, liveness_path=liveness_path))
 

@@ -93,7 +93,7 @@ class DeadLetter:
         """The message's own headers (any dead-letter header it carried dropped: they would
         forge an origin), then the dead-letter headers."""
         own: list[tuple[str, str | bytes | None]] = [
-            (key, value) for key, value in self.payload.headers if key not in DLQ_HEADERS
+            (key, value) for key, value in self.payload.headers if key.lower() not in DLQ_HEADERS
         ]
         return [*own, *self.origin_headers()]
 

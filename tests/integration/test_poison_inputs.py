@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 
 from consumer.errors import ConfigurationError
 from consumer.loadgen.sdk import capture_events
+from consumer.replay import replay
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id
 from consumer.strategy.dlq import DeadLetter, DeadLetterProducer, dead_letter_limit
@@ -323,3 +324,54 @@ def test_the_liveness_file_is_removed_at_exit(
     with pytest.raises(ConfigurationError):
         failing.run()
     assert not path.exists()
+
+
+def _letter(
+    producer: Producer, dlq: str, value: bytes, origin: str, *extra: tuple[str, bytes]
+) -> None:
+    headers: list[tuple[str, str | bytes | None]] = [
+        ("reason", b"unknown_project"),
+        ("original_topic", origin.encode()),
+        *extra,
+    ]
+    producer.produce(dlq, value, headers=headers)
+
+
+def test_replay_goes_to_the_input_topic_only_and_skips_what_it_cannot_replay(
+    settings: Settings, create_topic: Callable[..., str], producer: Producer, unique: str
+) -> None:
+    """Issue 17, seen 5: a letter the broker refuses made every run exit 1 and re-produce the
+    letters before it; a forged `original_topic` sent letters to any topic; forged dead-letter
+    headers were carried along."""
+    topic = create_topic(settings.kafka.topic, 1, {"max.message.bytes": "8192"})
+    dlq = create_topic(settings.kafka.dlq_topic, 1)
+    elsewhere = create_topic(f"victim-{unique}", 1)
+    _letter(producer, dlq, b"a", topic, ("keep", b"1"), ("Reason", b"forged"))
+    _letter(producer, dlq, b"x" * 20_000, topic)  # more than the input topic takes
+    _letter(producer, dlq, b"forged", elsewhere)
+    _letter(producer, dlq, b"ref", topic, ("value_replaced", b"too large"))
+    _letter(
+        producer, dlq, b"b", topic, ("REPLAYED_FROM_DLQ_OFFSET", b"9:9"), ("Original_Topic", b"t")
+    )
+    assert producer.flush(30) == 0
+
+    first = replay(settings)
+    assert (first.read, first.replayed) == (5, 2)
+    assert sum(first.skipped.values()) == 3, first.skipped
+    assert any("refused" in why for why in first.skipped)
+    again = replay(settings)
+    assert (again.read, again.replayed) == (0, 0), "a rerun re-produced letters"
+
+    replayed = read_topic(settings, topic, expected=3, timeout=10)
+    assert [message.value() for message in replayed] == [b"a", b"b"]
+    for message, offset in zip(replayed, (0, 4), strict=True):
+        assert message.headers() == [
+            *([("keep", b"1")] if offset == 0 else []),
+            ("replayed_from_dlq_offset", f"0:{offset}".encode()),
+        ]
+    assert read_topic(settings, elsewhere, expected=1, timeout=5) == []
+
+    # told otherwise, a letter from another topic goes where it is told
+    report = replay(settings, replay_all=True, to_topic=elsewhere)
+    assert report.replayed == 4  # all but the reference: the large one fits there
+    assert len(read_topic(settings, elsewhere, expected=5, timeout=10)) == 4

@@ -25,7 +25,13 @@ from consumer.storage.nodestore import event_node_id
 from consumer.strategy.dlq import DeadLetter, DeadLetterProducer, dead_letter_limit
 from consumer.worker import Worker, committed_offsets
 from tests.integration.conftest import KAFKA
-from tests.integration.helpers import end_offsets, make_project, produce_events, read_topic
+from tests.integration.helpers import (
+    end_offsets,
+    make_project,
+    nodestore_documents,
+    produce_events,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -375,3 +381,70 @@ def test_replay_goes_to_the_input_topic_only_and_skips_what_it_cannot_replay(
     report = replay(settings, replay_all=True, to_topic=elsewhere)
     assert report.replayed == 4  # all but the reference: the large one fits there
     assert len(read_topic(settings, elsewhere, expected=5, timeout=10)) == 4
+
+
+def test_ids_cached_in_redis_for_rows_gone_from_postgres_cannot_stop_a_batch(
+    settings: Settings,
+    db: psycopg.Connection[Any],
+    create_topic: Callable[..., str],
+    producer: Producer,
+    unique: str,
+) -> None:
+    """Issue 17, seen 6: release and environment rows deleted while Redis still holds their
+    ids; the worker wrote links to rows that did not exist and crash-looped on
+    ForeignKeyViolation. Now the write's failure drops the cache entries and the batch is
+    saved again from PostgreSQL."""
+    org_id, project_id = make_project(db, unique)
+    topic = create_topic(settings.kafka.topic, 1)
+    create_topic(settings.kafka.dlq_topic, 1)
+    events = capture_events(30, seed=7)
+    first = produce_events(producer, topic, events, [project_id], seed=1)
+    assert Worker(_idle(settings)).run() == 0
+    assert _saved(db, first) == len(first)
+    versions = {m["event"]["release"] for m in first if m["event"].get("release")}
+    assert versions, "the sample events carry releases"
+    before = dict(
+        db.execute(
+            "SELECT version, id FROM sentry_release WHERE organization_id = %s", (org_id,)
+        ).fetchall()
+    )
+
+    for statement, owner in [
+        ("DELETE FROM sentry_distribution WHERE organization_id = %s", org_id),
+        ("DELETE FROM sentry_release_project WHERE project_id = %s", project_id),
+        ("DELETE FROM sentry_release WHERE organization_id = %s", org_id),
+        ("DELETE FROM sentry_environmentproject WHERE project_id = %s", project_id),
+        ("DELETE FROM sentry_environment WHERE organization_id = %s", org_id),
+    ]:
+        db.execute(statement, (owner,))  # Redis still holds their ids
+    # A project of the same organization: the release and environment ids come from the
+    # organization's cache entries, its links are not cached yet, so they are written.
+    from consumer.storage.admin import create_project
+
+    project_id = create_project(db, org_id, f"second-{unique}")
+    second = produce_events(producer, topic, events, [project_id], seed=2)
+    _run_and_check_around(settings, db, second)
+
+    after = dict(
+        db.execute(
+            "SELECT version, id FROM sentry_release WHERE organization_id = %s", (org_id,)
+        ).fetchall()
+    )
+    assert set(after) == versions
+    assert not set(after.values()) & set(before.values()), "stale ids were written"
+    linked = db.execute(
+        "SELECT count(*) FROM sentry_release_project rp JOIN sentry_release r"
+        " ON r.id = rp.release_id WHERE rp.project_id = %s",
+        (project_id,),
+    ).fetchone()
+    assert linked == (len(versions),)
+    environments = db.execute(
+        "SELECT count(*) FROM sentry_environmentproject ep JOIN sentry_environment e"
+        " ON e.id = ep.environment_id WHERE ep.project_id = %s",
+        (project_id,),
+    ).fetchone()
+    assert environments is not None and environments[0] >= 1
+    stored = nodestore_documents(
+        db, [event_node_id(m["project_id"], m["event_id"]) for m in second]
+    )
+    assert {doc.get("release") for doc in stored.values()} - {None} == versions

@@ -25,9 +25,11 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from arroyo.backends.kafka import KafkaConsumer, KafkaPayload
+from arroyo.backends.kafka import KafkaPayload
 from arroyo.types import BrokerValue
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app, multiprocess
+
+from consumer.reader import RecordReader
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +54,17 @@ class Liveness:
         except OSError as error:  # a full or read-only disk must not stop consumption
             logger.warning("cannot touch liveness file %s: %s", self.path, error)
 
+    def remove(self) -> None:
+        """At exit: a file left behind would read as a live worker until it grows stale."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as error:
+            logger.warning("cannot remove liveness file %s: %s", self.path, error)
 
-class LivenessConsumer(KafkaConsumer):
-    """arroyo's Kafka consumer that beats the liveness file on every poll."""
+
+class LivenessConsumer(RecordReader):
+    """The worker's Kafka consumer (`consumer.reader`) that beats the liveness file on every
+    poll."""
 
     def __init__(self, configuration: dict[str, Any], liveness: Liveness) -> None:
         super().__init__(configuration)

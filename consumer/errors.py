@@ -7,6 +7,9 @@
     ├── TransientError          infrastructure unavailable (PostgreSQL, Redis, Kafka): retry the
     │                           whole batch with backoff, commit nothing meanwhile; past the
     │                           retry deadline it becomes fatal and the worker exits non-zero
+    │   └── StaleCache          PostgreSQL refused a write made with ids a Redis cache gave:
+    │                           drop the batch's cache entries and save it again at once from
+    │                           PostgreSQL alone (Redis can never make PostgreSQL refuse a batch)
     ├── FatalError              the worker cannot go on safely (dead-letter guard tripped,
     │                           retry deadline passed): stop without committing, exit non-zero
     ├── Abandoned               a batch given up because the worker is stopping: nothing of it
@@ -43,6 +46,10 @@ class BadMessage(ConsumerError):
 
 class TransientError(ConsumerError):
     """A dependency is unavailable; retrying the same batch later may succeed."""
+
+
+class StaleCache(TransientError):
+    """A write failed on ids a cache gave (their rows are gone from PostgreSQL)."""
 
 
 class FatalError(ConsumerError):

@@ -102,6 +102,11 @@ ROWS_WRITTEN = Counter("consumer_rows_written", "Rows inserted or updated, by ta
 DEAD_LETTERS = Counter(
     "consumer_dead_letters", "Messages produced to the dead-letter topic, by reason.", ["reason"]
 )
+DEAD_LETTERS_REPLACED = Counter(
+    "consumer_dead_letters_replaced",
+    "Dead letters recorded as a reference (origin, size, digest) because the dead-letter topic "
+    "would not take them whole.",
+)
 SAVE_FAILURES = Counter(
     "consumer_save_failures",
     "Batch save attempts that failed, by kind (transient, fatal).",

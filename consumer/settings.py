@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from consumer.errors import ConfigurationError
 
@@ -38,6 +39,10 @@ class Secret:
 
     def reveal(self) -> str:
         return self._value
+
+    def fragments(self) -> set[str]:
+        """What of it may show up in a message (`secret_fragments`)."""
+        return secret_fragments(self._value)
 
     def __repr__(self) -> str:
         return "Secret('***')"
@@ -57,6 +62,13 @@ class SecretUrl(Secret):
 
     __slots__ = ()
 
+    def fragments(self) -> set[str]:
+        """What of its passwords may show up in a message (`secret_fragments`)."""
+        found: set[str] = set()
+        for password in _url_passwords(self._value)[1]:
+            found |= secret_fragments(password.strip("'"))
+        return found
+
     def __repr__(self) -> str:
         return f"SecretUrl({redact_url(self._value)!r})"
 
@@ -64,21 +76,58 @@ class SecretUrl(Secret):
         return redact_url(self._value)
 
 
+# `scheme://` of a URL; anything else is read as a libpq `key=value` connection string.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# A password given as a query parameter (libpq and redis-py read `password`, libpq also
+# `sslpassword`): its value runs to the next `&name=` (an unencoded `&` in it stays hidden).
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:ssl)?password=)(.*?)(?=&[A-Za-z_]+=|$)", re.S)
+# In a `key=value` connection string: a password, quoted (with backslash escapes) or not.
+_CONNINFO_PASSWORD = re.compile(r"(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
+# Where parsers split a URL: a password holding one of these unencoded is cut in pieces that
+# each may end up in an error message.
+_SEPARATORS = re.compile(r"[#?/@&:%=\s]+")
+MIN_FRAGMENT = 4  # shorter pieces of a password are not hidden everywhere in logs
+
+
+def _url_passwords(url: str) -> tuple[str, list[str]]:
+    """The URL shown without its passwords, and the passwords as written.
+
+    Parsers disagree on where a password with an unencoded `#`, `?`, `/` or `@` ends (libpq
+    reads up to the first `@`, urllib stops at `#`, `?` and `/`), so everything between the
+    first `:` of the user part and the *last* `@` counts as the password: it is never shown,
+    however a parser split it."""
+    passwords: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        passwords.append(match.group(2))
+        return f"{match.group(1)}***"
+
+    if not _SCHEME.match(url):
+        return _CONNINFO_PASSWORD.sub(hide, url), passwords
+    scheme, rest = url.split("://", 1)
+    rest = _QUERY_PASSWORD.sub(hide, rest)  # first: a password there may hold an `@`
+    at = rest.rfind("@")
+    if at != -1 and ":" in rest[:at]:
+        user, password = rest[:at].split(":", 1)
+        passwords.append(password)
+        rest = f"{user}:***@{rest[at + 1 :]}"
+    return f"{scheme}://{rest}", passwords
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password hidden, wherever it is: in the user part, or in a query
-    parameter (libpq and redis-py both read `?password=`, libpq also `?sslpassword=`)."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        netloc = parts.netloc.rsplit("@", 1)
-        user = netloc[0].split(":", 1)[0]
-        parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
-    if "password" in parts.query.lower():
-        query = [
-            (key, "***" if "password" in key.lower() else value)
-            for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-        parts = parts._replace(query=urlencode(query, safe="*"))
-    return urlunsplit(parts)
+    """The URL (or libpq `key=value` string) with its passwords hidden, wherever they are and
+    whatever they hold: in the user part, or in a query parameter."""
+    return _url_passwords(url)[0]
+
+
+def secret_fragments(value: str) -> set[str]:
+    """What of a secret may show up in a message: the whole, percent-decoded too, and the
+    pieces a parser may have cut it into (at least MIN_FRAGMENT characters each)."""
+    fragments: set[str] = set()
+    for whole in (value, unquote(value)):
+        fragments.add(whole)
+        fragments.update(_SEPARATORS.split(whole))
+    return {fragment for fragment in fragments if len(fragment) >= MIN_FRAGMENT}
 
 
 # librdkafka settings whose values are secrets.
@@ -107,6 +156,11 @@ class KafkaSettings:
     auto_commit_interval_ms: int = 1_000
     queued_max_messages_kbytes: int = 32_768
     max_message_bytes: int = 1_048_576
+    # What one fetch may bring (librdkafka's defaults): a record that does not decompress within
+    # `receive_message_max_bytes` is unreadable, recorded and skipped.
+    fetch_max_bytes: int = 52_428_800
+    max_partition_fetch_bytes: int = 1_048_576
+    receive_message_max_bytes: int = 100_000_000
     # Free-form librdkafka settings (security.protocol, sasl.*, ssl.*) passed to every client.
     # Values of SECRET_KAFKA_KEYS are kept as Secret.
     extra: Mapping[str, str | Secret] = field(default_factory=dict)
@@ -370,6 +424,14 @@ def validate(settings: Settings) -> None:
         ),
         (bool(k.group_id), "kafka.group_id must be set"),
         (
+            k.fetch_max_bytes >= k.max_partition_fetch_bytes >= 1024,
+            "kafka.fetch_max_bytes must be >= kafka.max_partition_fetch_bytes >= 1024",
+        ),
+        (
+            k.receive_message_max_bytes >= k.fetch_max_bytes + 512,
+            "kafka.receive_message_max_bytes must be at least kafka.fetch_max_bytes + 512",
+        ),
+        (
             d.pool_min_size >= 1 and d.pool_max_size >= d.pool_min_size,
             "database.pool_max_size must be >= database.pool_min_size >= 1",
         ),
@@ -385,6 +447,15 @@ def validate(settings: Settings) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigurationError(message)
+
+
+def secrets_of(settings: Settings) -> set[str]:
+    """Every fragment of every secret in the settings, for `consumer.redaction`."""
+    found = settings.database.url.fragments() | settings.redis.url.fragments()
+    for value in settings.kafka.extra.values():
+        if isinstance(value, Secret):
+            found |= value.fragments()
+    return found
 
 
 def with_changes(settings: Settings, section: str, **changes: Any) -> Settings:

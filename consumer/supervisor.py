@@ -38,7 +38,10 @@ def _child(settings: Settings, liveness_path: str, log_level: int) -> None:
         level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
     )
     logging.getLogger("arroyo").setLevel(max(log_level, logging.WARNING))
+    from consumer import redaction
     from consumer.worker import run_worker
+
+    redaction.install(settings)
 
     raise SystemExit(run_worker(settings, liveness_path=liveness_path))
 
@@ -119,5 +122,7 @@ def supervise(settings: Settings) -> int:
     finally:
         if server is not None:
             server.shutdown()
+        for path in paths:  # those of workers that could not remove their own (killed)
+            path.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0

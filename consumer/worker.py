@@ -34,13 +34,16 @@ from consumer.pipeline.save import EventSaver
 from consumer.settings import Settings
 from consumer.storage.store import Storage
 from consumer.strategy.decode import Classify
-from consumer.strategy.dlq import DeadLetterProducer
+from consumer.strategy.dlq import DeadLetterProducer, dead_letter_limit
 from consumer.strategy.factory import StrategyFactory
 from consumer.strategy.guard import DeadLetterGuard
 from consumer.strategy.idle import IdleMonitor
 from consumer.strategy.saver import BatchSaver, Saver
 
 logger = logging.getLogger(__name__)
+
+# Room in a dead letter for its headers (the message's own and the dead-letter ones).
+DLQ_HEADROOM = 64 * 1024
 
 
 def consumer_config(settings: Settings, *, group_id: str | None = None) -> dict[str, Any]:
@@ -51,7 +54,9 @@ def consumer_config(settings: Settings, *, group_id: str | None = None) -> dict[
             "auto.commit.interval.ms": kafka.auto_commit_interval_ms,
             "max.poll.interval.ms": kafka.max_poll_interval_ms,
             "session.timeout.ms": kafka.session_timeout_ms,
-            "fetch.max.bytes": max(kafka.max_message_bytes * 2, 52_428_800),
+            "fetch.max.bytes": kafka.fetch_max_bytes,
+            "max.partition.fetch.bytes": kafka.max_partition_fetch_bytes,
+            "receive.message.max.bytes": kafka.receive_message_max_bytes,
         },
         group_id=group_id or kafka.group_id,
         auto_offset_reset=kafka.auto_offset_reset,
@@ -123,11 +128,25 @@ def build_factory(
     wrap_saver: Callable[[Saver], Saver] | None = None,
 ) -> tuple[StrategyFactory, Resources]:
     """Open the pools and the producer and build the strategy factory (also used by tests)."""
+    kafka = settings.kafka
+    dlq_limit = dead_letter_limit(kafka.client_config(), kafka.dlq_topic)
+    logger.info(
+        "dead letters go to %s, up to %d bytes each (larger ones are recorded as a reference)",
+        kafka.dlq_topic, dlq_limit,
+    )  # fmt: skip
+    if dlq_limit < kafka.max_message_bytes + DLQ_HEADROOM:
+        logger.warning(
+            "dead-letter topic %s takes records of at most %d bytes, less than the messages of up "
+            "to kafka.max_message_bytes=%d it may have to dead-letter: those will be recorded as "
+            "a reference only; raise its max.message.bytes to %d to keep them whole",
+            kafka.dlq_topic, dlq_limit, kafka.max_message_bytes,
+            kafka.max_message_bytes + DLQ_HEADROOM,
+        )  # fmt: skip
     resources = Resources()
     storage = Storage.open(settings)
     resources.closers.append(storage.close)
     saver = EventSaver(storage)
-    dead_letters = DeadLetterProducer(settings.kafka.client_config(), settings.kafka.dlq_topic)
+    dead_letters = DeadLetterProducer(kafka.client_config(), kafka.dlq_topic, max_bytes=dlq_limit)
     resources.closers.append(dead_letters.close)
     batch_saver = BatchSaver(
         wrap_saver(saver) if wrap_saver is not None else saver,
@@ -209,6 +228,12 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal)
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            self.liveness.remove()
+
+    def _run(self) -> int:
         settings = self.settings
         metrics.configure_arroyo_metrics()
         idle = (

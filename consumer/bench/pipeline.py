@@ -32,6 +32,7 @@ plus compression.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import random

@@ -24,6 +24,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from consumer import redaction
 from consumer.cli import admin, bench, demo, dlq, migrate, produce, run
 from consumer.errors import ConfigurationError
 
@@ -58,5 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigurationError as error:
-        print(f"consumer: configuration error: {error}", file=sys.stderr)
+        print(redaction.scrub(f"consumer: configuration error: {error}"), file=sys.stderr)
         return 2
+    except Exception as error:  # noqa: BLE001 - what Python would print, without the secrets
+        redaction.report_crash(error)
+        return 1

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Any
 
+from consumer import redaction
 from consumer.settings import SECTIONS, Settings, load_settings
 
 
@@ -16,6 +17,7 @@ def settings_for(
     """The command's settings (file, environment, then `overrides` from its flags); the log
     level from --log-level, else the settings."""
     settings = load_settings(config_file=args.config, overrides=overrides or {})
+    redaction.install(settings)
     logging.getLogger().setLevel((args.log_level or settings.worker.log_level).upper())
     return settings
 

@@ -22,13 +22,17 @@ def register(commands: Any) -> None:
         "--all", action="store_true", help="replay every dead letter, whatever its reason"
     )
     dlq_replay.add_argument(
-        "--to", help="topic to replay to (default: each letter's original topic)"
+        "--to",
+        help="topic to replay to (default: the input topic, kafka.topic); letters from any "
+        "topic go there",
     )
     dlq_replay.add_argument("--limit", type=int, help="stop after this many replays")
     dlq_replay.add_argument(
         "--dlq-topic", help=f"dead-letter topic (default {default('kafka', 'dlq_topic')})"
     )
-    dlq_replay.add_argument("--topic", help="input topic, when a letter does not name its own")
+    dlq_replay.add_argument(
+        "--topic", help=f"input topic to replay to (default {default('kafka', 'topic')})"
+    )
     dlq_replay.add_argument(
         "--group", help="consumer group of the worker (the replay uses <group>-dlq-replay)"
     )
@@ -48,8 +52,10 @@ def cmd_dlq_replay(args: argparse.Namespace) -> int:
     kept = ", ".join(
         f"{reason or '(none)'}: {count}" for reason, count in sorted(report.kept.items())
     )
+    skipped = ", ".join(f"{why}: {count}" for why, count in sorted(report.skipped.items()))
     print(
         f"read {report.read} dead letters, replayed {report.replayed}"
         + (f"; left alone: {kept}" if kept else "")
+        + (f"; could not replay: {skipped}" if skipped else "")
     )
     return 0

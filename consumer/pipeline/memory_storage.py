@@ -8,7 +8,8 @@ It records every call, so tests can check that a batch costs one call per kind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -158,3 +159,11 @@ class MemoryStorage:
             self.environment_links.add((environment.id, request.project_id))
             result[key] = environment
         return result
+
+    @contextmanager
+    def verified(
+        self, project_ids: Iterable[int], organization_ids: Iterable[int]
+    ) -> Iterator[None]:
+        """No caches here: only records the call."""
+        self.calls.append("verified")
+        yield

@@ -26,12 +26,14 @@ idempotent, so the caller retries the whole batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 
 from consumer import metrics
+from consumer.errors import StaleCache
 from consumer.pipeline.environments import apply_environments, resolve_environments
 from consumer.pipeline.event_metrics import apply_event_metrics
 from consumer.pipeline.interface_tags import apply_interface_tags
@@ -46,6 +48,8 @@ from consumer.pipeline.toplevel import pull_out
 from consumer.pipeline.user_agent import UserAgentContexts
 from consumer.pipeline.users import apply_event_users
 from consumer.storage.models import Project
+
+logger = logging.getLogger(__name__)
 
 
 class _StepTimes:
@@ -186,7 +190,24 @@ class EventSaver:
 
     def save(self, jobs: Sequence[Job]) -> None:
         """Save a batch, marking the jobs not saved (`Job.outcome`); raises TransientError
-        (retry the batch), never BadMessage."""
+        (retry the batch), never BadMessage.
+
+        When PostgreSQL refuses a write made with ids from the caches (StaleCache: their rows
+        are gone, Redis still holds them), the batch's cache entries are dropped and it is
+        saved again at once with every id from PostgreSQL."""
+        try:
+            self._save(jobs)
+        except StaleCache as error:
+            logger.warning("%s: saving the batch again without the caches", error)
+            metrics.count_cache("indexer", "stale", 1)
+            project_ids = {job.project_id for job in jobs}
+            organization_ids = {
+                project.organization_id for project in self.storage.projects(project_ids).values()
+            }
+            with self.storage.verified(project_ids, organization_ids):
+                self._save(jobs)
+
+    def _save(self, jobs: Sequence[Job]) -> None:
         for job in jobs:  # a retried batch is judged afresh
             job.outcome = None
         if not jobs:

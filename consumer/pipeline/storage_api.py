@@ -8,6 +8,7 @@ caller lets it propagate so the whole batch is retried.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -50,3 +51,9 @@ class StorageAPI(Protocol):
     def environments(
         self, requests: Sequence[EnvironmentRequest]
     ) -> dict[tuple[int, str], Environment]: ...
+
+    def verified(
+        self, project_ids: Iterable[int], organization_ids: Iterable[int]
+    ) -> AbstractContextManager[None]:
+        """After StaleCache: drop these cache entries; within, ids come from PostgreSQL."""
+        ...

@@ -29,13 +29,15 @@ Redis round trips per call: one per cache read, one per cache written, each batc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import psycopg_pool
 
 from consumer import metrics
+from consumer.errors import StaleCache
 from consumer.settings import Settings
 from consumer.storage import distributions as distribution_sql
 from consumer.storage import environments as environment_sql
@@ -106,6 +108,8 @@ class Storage:
         self.options = ProjectOptions(redis, pool, r.project_options_ttl)
         # Projects known to have the has_releases flag; the flag is never cleared.
         self._has_releases: set[int] = set()
+        # While set (`verified`), ids are read from PostgreSQL only, never from Redis.
+        self._bypass_cache = False
 
     @classmethod
     def open(
@@ -123,6 +127,33 @@ class Storage:
     def close(self) -> None:
         self.pool.close()
         self.redis.close()
+
+    @contextmanager
+    def verified(
+        self, project_ids: Iterable[int], organization_ids: Iterable[int]
+    ) -> Iterator[None]:
+        """After StaleCache: drop the cached projects and organizations given, and within the
+        block resolve every release, distribution and environment id from PostgreSQL (the
+        fresh ids then replace the stale cache entries)."""
+        projects = set(project_ids)
+        self.project_cache.uncache(projects)
+        self.organization_cache.uncache(set(organization_ids))
+        self._has_releases -= projects
+        self._bypass_cache = True
+        try:
+            yield
+        finally:
+            self._bypass_cache = False
+
+    @contextmanager
+    def _cached_ids_write(self, what: str) -> Iterator[None]:
+        """A write that may use cached ids: its ForeignKeyViolation means they are stale."""
+        try:
+            yield
+        except psycopg.errors.ForeignKeyViolation as error:
+            if self._bypass_cache:
+                raise  # not the cache's doing
+            raise StaleCache(f"{what}: PostgreSQL refused ids from the cache: {error}") from error
 
     # ------------------------------------------------------------------ model cache lookups
 
@@ -183,9 +214,13 @@ class Storage:
         if not wanted:
             return {}
 
-        cached = self.strings.get_many(
-            BULK_RECORD,
-            (external_key(RELEASES, w.organization_id, w.version) for w in wanted.values()),
+        cached = (
+            {}
+            if self._bypass_cache
+            else self.strings.get_many(
+                BULK_RECORD,
+                (external_key(RELEASES, w.organization_id, w.version) for w in wanted.values()),
+            )
         )
         result: dict[tuple[int, str], Release] = {}
         pending: list[release_sql.Wanted] = []
@@ -204,7 +239,7 @@ class Storage:
         flagged: list[Project] = []
         created = linked = 0
         if pending or to_link or lacking_flag:
-            with connection(self.pool) as conn:
+            with self._cached_ids_write("releases"), connection(self.pool) as conn:
                 if pending:
                     resolved, _ = release_sql.resolve(conn, pending)
                     created = len(resolved.created)
@@ -266,7 +301,11 @@ class Storage:
             name = f"{request.release_id}:{request.name}"
             return external_key(DISTRIBUTIONS, request.organization_id, name)
 
-        cached = self.strings.get_many(BULK_RECORD, (cache_key(r) for r in valid))
+        cached = (
+            {}
+            if self._bypass_cache
+            else self.strings.get_many(BULK_RECORD, (cache_key(r) for r in valid))
+        )
         result: dict[tuple[int, str], int] = {}
         pending: list[DistributionRequest] = []
         for request in valid:
@@ -276,7 +315,7 @@ class Storage:
             else:
                 result[(request.release_id, request.name)] = dist_id
         if pending:
-            with connection(self.pool) as conn:
+            with self._cached_ids_write("distributions"), connection(self.pool) as conn:
                 found, created, _ = distribution_sql.resolve(conn, pending)
             metrics.count_rows("sentry_distribution", created)
             result.update(found)
@@ -306,8 +345,12 @@ class Storage:
             names.setdefault((request.organization_id, request.name), set()).add(request.project_id)
         if not names:
             return {}
-        cached = self.strings.get_many(
-            BULK_RECORD, (external_key(ENVIRONMENTS, org, name) for org, name in names)
+        cached = (
+            {}
+            if self._bypass_cache
+            else self.strings.get_many(
+                BULK_RECORD, (external_key(ENVIRONMENTS, org, name) for org, name in names)
+            )
         )
         result: dict[tuple[int, str], Environment] = {}
         pending: list[tuple[int, str]] = []
@@ -323,7 +366,7 @@ class Storage:
         created: list[Environment] = []
         linked = 0
         if pending or to_link:
-            with connection(self.pool) as conn:
+            with self._cached_ids_write("environments"), connection(self.pool) as conn:
                 if pending:
                     found, created_ids, _ = environment_sql.resolve(conn, pending)
                     result.update(found)

@@ -29,6 +29,7 @@ from arroyo.types import BrokerValue, FilteredPayload, Message
 from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
 from consumer.pipeline.message import Prepared, Skip
+from consumer.reader import UnreadablePayload
 from consumer.strategy.batch import Batch, ClassifiedBatch
 from consumer.strategy.idle import IdleMonitor
 from consumer.strategy.items import Accepted, Classified, Item, Pending, Rejected, Skipped
@@ -73,6 +74,8 @@ class Classify:
         if self.idle is not None:
             self.idle.touch()
         payload = message.payload
+        if isinstance(payload, UnreadablePayload):  # its dead letter: null, the detail says why
+            return Rejected("unreadable", payload.detail, KafkaPayload(None, None, []), 0)  # type: ignore[arg-type]
         value = payload.value
         size = len(value) if value is not None else 0
         if size > self.max_message_bytes:

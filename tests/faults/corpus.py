@@ -309,8 +309,8 @@ KINDS: list[Kind] = [
     _raw("garbage", "invalid_json", value=lambda o, c: b'{"id": "' + c.rng.randbytes(64)),
     _raw("invalid_utf8", "invalid_json", value=lambda o, c: b"\xff\xfe" + c.rng.randbytes(200)),
     _raw("invalid_utf8_in_string", "invalid_json", value=_utf8_in_string),
-    # arroyo hands a null value (a tombstone) to the worker as b"", so both reasons are right.
-    _raw("empty_value", "empty_message", "invalid_json", value=lambda o, c: None),
+    # A tombstone keeps its null value (consumer/reader.py), b"" is not JSON.
+    _raw("empty_value", "empty_message", value=lambda o, c: None),
     _raw("empty_bytes", "invalid_json", value=lambda o, c: b""),
     _raw("nan", "invalid_json", value=_literal(b"NaN")),
     _raw("infinity", "invalid_json", value=_literal(b"-Infinity")),

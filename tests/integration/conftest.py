@@ -112,13 +112,13 @@ def admin() -> AdminClient:
 
 
 @pytest.fixture
-def create_topic(admin: AdminClient) -> Iterator[Callable[[str, int], str]]:
-    """`create_topic(name, partitions)`; every topic made is deleted after the test."""
+def create_topic(admin: AdminClient) -> Iterator[Callable[..., str]]:
+    """`create_topic(name, partitions, config)`; every topic made is deleted after the test."""
     made: list[str] = []
 
-    def create(name: str, partitions: int = 1) -> str:
+    def create(name: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
         futures = admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
         )
         for future in futures.values():
             future.result(timeout=30)

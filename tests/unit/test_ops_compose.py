@@ -93,6 +93,24 @@ def test_kafka_runs_in_kraft_mode_with_topics_created_up_front() -> None:
         assert re.search(rf"\b{re.escape(topic)}:\d+\b", script), f"{topic} is not created"
 
 
+def test_the_dead_letter_topic_takes_what_the_worker_may_send() -> None:
+    """Issue 17: both topics at Kafka's default limit refused the dead letter of a message that
+    arrived compressed; the dead-letter topic must take any message the input topic takes,
+    with room for the dead-letter headers, and the broker must take the dead-letter topic's."""
+    from consumer.settings import KafkaSettings
+    from consumer.worker import DLQ_HEADROOM
+
+    script = _interpolate(_services()["kafka-init"]["command"][0])
+    env = _services()["worker"]["environment"]
+    limits = {name: int(limit) for name, limit in re.findall(r"\b([a-z-]+):\d+:(\d+)\b", script)}
+    topic, dlq = env["CONSUMER_KAFKA_TOPIC"], env["CONSUMER_KAFKA_DLQ_TOPIC"]
+    assert limits[dlq] >= limits[topic] + DLQ_HEADROOM
+    assert limits[dlq] >= KafkaSettings().max_message_bytes + DLQ_HEADROOM
+    broker = int(_services()["kafka"]["environment"]["KAFKA_MESSAGE_MAX_BYTES"])
+    assert broker >= max(limits.values())
+    assert "--add-config max.message.bytes" in script  # also on a topic created before
+
+
 def test_the_worker_waits_for_migrations_topics_and_redis() -> None:
     worker = _services()["worker"]
     assert worker["depends_on"] == {

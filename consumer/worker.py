@@ -30,15 +30,15 @@ from consumer.endpoint import Liveness, LivenessConsumer, default_liveness_path
 from consumer.errors import ConsumerError, FatalError, TransientError
 from consumer.pipeline.message import MessageDecoder
 from consumer.pipeline.relay_process import RelayProcess, wanted
-from consumer.pipeline.save import EventSaver
+from consumer.pipeline.save import OccurrencePipeline
 from consumer.settings import Settings
 from consumer.storage.store import Storage
-from consumer.strategy.decode import Classify
+from consumer.strategy.classify import Classify
 from consumer.strategy.dlq import DeadLetterProducer, dead_letter_limit
 from consumer.strategy.factory import StrategyFactory
 from consumer.strategy.guard import DeadLetterGuard
 from consumer.strategy.idle import IdleMonitor
-from consumer.strategy.saver import BatchSaver, Saver
+from consumer.strategy.save_and_dead_letter import Pipeline, SaveAndDeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def build_factory(
     *,
     idle: IdleMonitor | None = None,
     wrap_commit: Callable[[Commit], Commit] | None = None,
-    wrap_saver: Callable[[Saver], Saver] | None = None,
+    wrap_pipeline: Callable[[Pipeline], Pipeline] | None = None,
 ) -> tuple[StrategyFactory, Resources]:
     """Open the pools and the producer and build the strategy factory (also used by tests)."""
     kafka = settings.kafka
@@ -145,11 +145,11 @@ def build_factory(
     resources = Resources()
     storage = Storage.open(settings)
     resources.closers.append(storage.close)
-    saver = EventSaver(storage)
+    pipeline = OccurrencePipeline(storage)
     dead_letters = DeadLetterProducer(kafka.client_config(), kafka.dlq_topic, max_bytes=dlq_limit)
     resources.closers.append(dead_letters.close)
-    batch_saver = BatchSaver(
-        wrap_saver(saver) if wrap_saver is not None else saver,
+    batch_saver = SaveAndDeadLetter(
+        wrap_pipeline(pipeline) if wrap_pipeline is not None else pipeline,
         dead_letters,
         DeadLetterGuard(settings.worker.dlq_guard_window, settings.worker.dlq_guard_ratio),
         retry_deadline=settings.worker.retry_deadline,
@@ -201,12 +201,12 @@ class Worker:
         settings: Settings,
         *,
         wrap_commit: Callable[[Commit], Commit] | None = None,
-        wrap_saver: Callable[[Saver], Saver] | None = None,
+        wrap_pipeline: Callable[[Pipeline], Pipeline] | None = None,
         liveness_path: str | Path | None = None,
     ) -> None:
         self.settings = settings
         self.wrap_commit = wrap_commit
-        self.wrap_saver = wrap_saver
+        self.wrap_pipeline = wrap_pipeline
         self.liveness = Liveness(
             liveness_path or settings.worker.healthcheck_file or default_liveness_path()
         )
@@ -243,7 +243,7 @@ class Worker:
         )
         try:
             factory, resources = build_factory(
-                settings, idle=idle, wrap_commit=self.wrap_commit, wrap_saver=self.wrap_saver
+                settings, idle=idle, wrap_commit=self.wrap_commit, wrap_pipeline=self.wrap_pipeline
             )
         except TransientError as error:
             logger.error("cannot start: %s", error)

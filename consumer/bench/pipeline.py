@@ -32,7 +32,6 @@ plus compression.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import random

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from arroyo.types import Commit, Partition
 
     from consumer.pipeline.job import Job
-    from consumer.strategy.saver import Saver
+    from consumer.strategy.save_and_dead_letter import Pipeline
 
 MEASUREMENTS = ("worker", "limit", "per_event")
 # How long a measured process waits at the start line for the others (spawn and imports).
@@ -149,7 +149,7 @@ def _finish(stats: ProcessStats) -> ProcessStats:
 
 
 class RunClock:
-    """Probes for a Worker (its `wrap_saver` and `wrap_commit`): the wall-clock time of its first
+    """Probes for a Worker (its `wrap_pipeline` and `wrap_commit`): the wall-clock time of its first
     batch save and of its last commit that moved offsets, and each batch save's duration."""
 
     def __init__(self) -> None:
@@ -157,7 +157,7 @@ class RunClock:
         self.last_commit: float | None = None
         self.batch_seconds: list[float] = []
 
-    def wrap_saver(self, inner: Saver) -> Saver:
+    def wrap_pipeline(self, inner: Pipeline) -> Pipeline:
         clock = self
 
         class Timed:
@@ -192,7 +192,7 @@ def _worker_process(settings: Settings, results: Queue[ProcessStats], slot: Slot
     from consumer.worker import Worker
 
     clock = RunClock()
-    worker = Worker(settings, wrap_commit=clock.wrap_commit, wrap_saver=clock.wrap_saver)
+    worker = Worker(settings, wrap_commit=clock.wrap_commit, wrap_pipeline=clock.wrap_pipeline)
     slot.wait_for_the_others()
     stats = ProcessStats(exit_code=worker.run())
     stats.first_poll, stats.last_commit = clock.first_save, clock.last_commit
@@ -263,7 +263,7 @@ def _per_event_process(settings: Settings, results: Queue[ProcessStats], slot: S
     from confluent_kafka import Consumer
 
     from consumer.pipeline.message import Skip, decode
-    from consumer.pipeline.save import EventSaver
+    from consumer.pipeline.save import OccurrencePipeline
     from consumer.storage.link_cache import LinkCache
     from consumer.storage.pool import create_pool
     from consumer.storage.redis_cache import RedisCache
@@ -286,7 +286,7 @@ def _per_event_process(settings: Settings, results: Queue[ProcessStats], slot: S
     storage.strings = StringIdCache(none, ttl=settings.redis.indexer_ttl)
     storage.release_links = LinkCache(none, "release_link", settings.redis.link_cache_ttl)
     storage.environment_links = LinkCache(none, "environment_link", settings.redis.link_cache_ttl)
-    saver = EventSaver(storage)
+    saver = OccurrencePipeline(storage)
     consumer = Consumer(
         {
             **settings.kafka.client_config(),

@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     clock = RunClock()
     worker = Worker(
         settings,
-        wrap_saver=clock.wrap_saver,
+        wrap_pipeline=clock.wrap_pipeline,
         wrap_commit=clock.wrap_commit,
         liveness_path=liveness,
     )

@@ -1,7 +1,7 @@
 """Relay's store normalizer with the arguments Sentry uses (reference §2.0, CONTRACT §3).
 
 Where it runs: the Relay calls of a batch one after the other, in `MessageDecoder.finish`, after
-batching and before the save (`strategy/decode.py`, `NormalizeBatch`): on the consumer's main
+batching and before the save (`strategy/normalize_step.py`, `NormalizeBatch`): on the consumer's main
 thread, or in the worker's Relay process (`relay_process.py`, which says when and why). An event
 Relay rejects becomes a dead letter in its batch there, before the save step sees the batch, and
 normalization overlaps with the save thread: the Relay call is a C call that releases the GIL,

@@ -1,6 +1,6 @@
 """save_generic_events: one call per batch of Jobs (reference §2), and the save step's entry.
 
-    EventSaver.save(jobs)
+    OccurrencePipeline.save(jobs)
       projects            storage.projects: unknown → rejected, soft-deleted → skipped
       save_generic_events
         organizations     storage.organizations: unknown → rejected, soft-deleted → skipped
@@ -181,8 +181,9 @@ def prepare_events(
         encode_nodes(jobs, inserted_now(), storage.nodestore.compression)
 
 
-class EventSaver:
-    """The save step's view of the pipeline: resolve projects, run save_generic_events."""
+class OccurrencePipeline:
+    """The pipeline as the save thread runs it, once per batch of Jobs: resolve the projects,
+    then save_generic_events."""
 
     def __init__(self, storage: StorageAPI, user_agents: UserAgentContexts | None = None) -> None:
         self.storage = storage

@@ -39,9 +39,7 @@ import psycopg_pool
 from consumer import metrics
 from consumer.errors import StaleCache
 from consumer.settings import Settings
-from consumer.storage import distributions as distribution_sql
-from consumer.storage import environments as environment_sql
-from consumer.storage import releases as release_sql
+from consumer.storage import distribution_rows, environment_rows, release_rows
 from consumer.storage.link_cache import LinkCache
 from consumer.storage.model_cache import ModelCache, ModelSpec
 from consumer.storage.models import (
@@ -192,19 +190,19 @@ class Storage:
         A version cached in the string-to-id cache resolves without SQL (its Release then has
         `date_added=None`); its link is checked in the link cache and inserted when not known.
         """
-        wanted: dict[tuple[int, str], release_sql.Wanted] = {}
+        wanted: dict[tuple[int, str], release_rows.Wanted] = {}
         for request in requests:
             version = request.version
             if (
-                not release_sql.is_valid_version(version)
-                or len(version) > release_sql.MAX_VERSION_LENGTH
+                not release_rows.is_valid_version(version)
+                or len(version) > release_rows.MAX_VERSION_LENGTH
             ):
                 logger.debug("not a valid release version: %r", version)
                 continue
             key = (request.project_id, version)
             previous = wanted.get(key)
             if previous is None or request.date_added > previous.date_added:
-                wanted[key] = release_sql.Wanted(
+                wanted[key] = release_rows.Wanted(
                     request.organization_id,
                     request.project_id,
                     request.project_slug,
@@ -223,7 +221,7 @@ class Storage:
             )
         )
         result: dict[tuple[int, str], Release] = {}
-        pending: list[release_sql.Wanted] = []
+        pending: list[release_rows.Wanted] = []
         for key, item in wanted.items():
             release_id = cached.get(external_key(RELEASES, item.organization_id, item.version))
             if release_id is None:
@@ -241,7 +239,7 @@ class Storage:
         if pending or to_link or lacking_flag:
             with self._cached_ids_write("releases"), connection(self.pool) as conn:
                 if pending:
-                    resolved, _ = release_sql.resolve(conn, pending)
+                    resolved, _ = release_rows.resolve(conn, pending)
                     created = len(resolved.created)
                     for index, item in enumerate(pending):
                         release = resolved.linked.get(index)
@@ -258,10 +256,10 @@ class Storage:
                             name = external_key(RELEASES, item.organization_id, item.version)
                             learned[name] = release.id
                 if to_link:
-                    linked = release_sql.link(conn, to_link)
+                    linked = release_rows.link(conn, to_link)
                 lacking_flag &= {project_id for project_id, _ in result}
                 if lacking_flag:
-                    rows = release_sql.flag_has_releases(conn, lacking_flag, PROJECT.fields)
+                    rows = release_rows.flag_has_releases(conn, lacking_flag, PROJECT.fields)
                     flagged = [PROJECT.from_db(row) for row in rows]
         metrics.count_rows("sentry_release", created)
         metrics.count_rows("sentry_release_project", linked)
@@ -290,7 +288,7 @@ class Storage:
         pipeline drops such dists first). Ids are cached in the string-to-id cache."""
         valid: list[DistributionRequest] = []
         for request in requests:
-            if not request.name or len(request.name) > distribution_sql.MAX_NAME_LENGTH:
+            if not request.name or len(request.name) > distribution_rows.MAX_NAME_LENGTH:
                 logger.warning("distribution name %r does not fit; skipped", request.name[:80])
                 continue
             valid.append(request)
@@ -316,7 +314,7 @@ class Storage:
                 result[(request.release_id, request.name)] = dist_id
         if pending:
             with self._cached_ids_write("distributions"), connection(self.pool) as conn:
-                found, created, _ = distribution_sql.resolve(conn, pending)
+                found, created, _ = distribution_rows.resolve(conn, pending)
             metrics.count_rows("sentry_distribution", created)
             result.update(found)
             self.strings.set_many(
@@ -339,7 +337,7 @@ class Storage:
         string-to-id cache has `date_added=None`."""
         names: dict[tuple[int, str], set[int]] = {}
         for request in requests:
-            if len(request.name) > environment_sql.MAX_NAME_LENGTH:
+            if len(request.name) > environment_rows.MAX_NAME_LENGTH:
                 logger.warning("environment name %r does not fit; skipped", request.name[:80])
                 continue
             names.setdefault((request.organization_id, request.name), set()).add(request.project_id)
@@ -368,7 +366,7 @@ class Storage:
         if pending or to_link:
             with self._cached_ids_write("environments"), connection(self.pool) as conn:
                 if pending:
-                    found, created_ids, _ = environment_sql.resolve(conn, pending)
+                    found, created_ids, _ = environment_rows.resolve(conn, pending)
                     result.update(found)
                     created = [env for env in found.values() if env.id in created_ids]
                     to_link |= {
@@ -378,7 +376,7 @@ class Storage:
                         for pid in names[key]
                     }
                 if to_link:
-                    linked = environment_sql.link(conn, to_link)
+                    linked = environment_rows.link(conn, to_link)
         metrics.count_rows("sentry_environment", len(created))
         metrics.count_rows("sentry_environmentproject", linked)
 

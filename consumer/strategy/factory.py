@@ -4,7 +4,7 @@
       → RunTask(Classify)                 decode and classify on the main thread; never raises
         → Buffer(BatchBuffer)             batch by count, bytes and time
           → NormalizeStep                 Relay over the batch (main or own thread); never raises
-            → SaveStep(BatchSaver)        save + dead letters on a background thread
+            → SaveStep(SaveAndDeadLetter)        save + dead letters on a background thread
               → CommitOffsets             commit last, after the save returned
 
 The factory owns what lives across assignments (the saver, its pools and producer, the
@@ -29,9 +29,10 @@ from arroyo.types import Commit, Partition
 
 from consumer.settings import WorkerSettings
 from consumer.strategy.batch import BatchBuffer, ClassifiedBatch
-from consumer.strategy.decode import Classify, InlineExecutor, NormalizeBatch, NormalizeStep
+from consumer.strategy.classify import Classify
 from consumer.strategy.idle import IdleMonitor
 from consumer.strategy.items import Classified
+from consumer.strategy.normalize_step import InlineExecutor, NormalizeBatch, NormalizeStep
 from consumer.strategy.save_step import SaveStep
 
 SaveBatch = Callable[..., None]

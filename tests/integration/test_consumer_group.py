@@ -22,7 +22,7 @@ from consumer.pipeline.job import Job
 from consumer.replay import replay
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id
-from consumer.strategy.saver import Saver
+from consumer.strategy.save_and_dead_letter import Pipeline
 from consumer.worker import Worker
 from tests.integration.helpers import (
     end_offsets,
@@ -48,7 +48,7 @@ def _with(settings: Settings, section: str, **changes: Any) -> Settings:
 class SlowSaver:
     """Wraps the real saver: sleeps before some saves (the sleeps are the test's fault injection)."""
 
-    def __init__(self, inner: Saver, delays: Callable[[int], float]) -> None:
+    def __init__(self, inner: Pipeline, delays: Callable[[int], float]) -> None:
         self.inner = inner
         self.delays = delays
         self.calls = 0
@@ -80,13 +80,13 @@ def test_two_workers_split_the_partitions_and_one_leaving_loses_nothing(
 
     slow: list[SlowSaver] = []
 
-    def slowly(inner: Saver) -> Saver:
+    def slowly(inner: Pipeline) -> Pipeline:
         saver = SlowSaver(inner, lambda _call: 0.15)
         slow.append(saver)
         return saver
 
-    first = Worker(settings, wrap_saver=slowly)
-    second = Worker(settings, wrap_saver=slowly)
+    first = Worker(settings, wrap_pipeline=slowly)
+    second = Worker(settings, wrap_pipeline=slowly)
     codes: dict[str, int] = {}
     threads = [
         threading.Thread(target=lambda: codes.__setitem__("first", first.run())),
@@ -133,12 +133,12 @@ def test_a_save_slower_than_max_poll_interval_does_not_get_the_worker_evicted(
     settings = _with(settings, "kafka", max_poll_interval_ms=8_000, session_timeout_ms=6_000)
     settings = _with(settings, "worker", batch_size=50, exit_when_idle=3.0, join_timeout=5.0)
 
-    def slow_first(inner: Saver) -> Saver:
+    def slow_first(inner: Pipeline) -> Pipeline:
         return SlowSaver(
             inner, lambda call: 14.0 if call == 1 else 0.0
         )  # 14 s > 8 s max poll interval
 
-    worker = Worker(settings, wrap_saver=slow_first)
+    worker = Worker(settings, wrap_pipeline=slow_first)
     assert worker.run() == 0
 
     assert worker.factory is not None

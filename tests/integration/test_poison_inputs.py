@@ -18,12 +18,13 @@ from arroyo.backends.kafka import KafkaPayload
 from confluent_kafka import Producer
 
 from consumer.errors import ConfigurationError
+from consumer.kafka_admin import committed_offsets
 from consumer.loadgen.sdk import capture_events
 from consumer.replay import replay
 from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id
 from consumer.strategy.dlq import DeadLetter, DeadLetterProducer, dead_letter_limit
-from consumer.worker import Worker, committed_offsets
+from consumer.worker import Worker
 from tests.integration.conftest import KAFKA
 from tests.integration.helpers import (
     end_offsets,

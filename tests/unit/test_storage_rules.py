@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from consumer.errors import InvalidCacheEntry
 from consumer.storage.model_cache import ModelSpec, cache_version, lookup_key
 from consumer.storage.models import Environment, Organization, Project
-from consumer.storage.releases import (
+from consumer.storage.release_rows import (
     UNPARSED,
     VersionColumns,
     build_number,

@@ -20,12 +20,12 @@ from consumer.errors import BadMessage, TransientError
 from consumer.pipeline.job import Job
 from consumer.pipeline.message import Prepared, Skip
 from consumer.settings import WorkerSettings
-from consumer.strategy.decode import Classify
+from consumer.strategy.classify import Classify
 from consumer.strategy.dlq import DeadLetter
 from consumer.strategy.factory import StrategyFactory
 from consumer.strategy.guard import DeadLetterGuard
+from consumer.strategy.save_and_dead_letter import SaveAndDeadLetter
 from consumer.strategy.save_step import HANDOFF_WAIT
-from consumer.strategy.saver import BatchSaver
 
 TOPIC = Topic("occurrences")
 GROUP = "workers"
@@ -118,7 +118,7 @@ class Harness:
         worker = WorkerSettings(
             batch_size=batch_size, batch_time_ms=batch_time_ms, retry_deadline=2.0
         )
-        batch_saver = BatchSaver(
+        batch_saver = SaveAndDeadLetter(
             self.saver,
             self.dead_letters,  # type: ignore[arg-type]
             DeadLetterGuard(worker.dlq_guard_window, worker.dlq_guard_ratio),

@@ -18,7 +18,7 @@ from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
 from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import MessageDecoder, Skip
-from consumer.pipeline.save import EventSaver
+from consumer.pipeline.save import OccurrencePipeline
 from consumer.storage.nodestore import event_node_id
 from tests.unit.pipeline.builders import ORG_ID, PROJECT_ID, encode, occurrence
 from tests.unit.pipeline.builders import event as event_body
@@ -149,7 +149,7 @@ def test_any_event_shape_is_saved_or_a_bad_message(
     storage = MemoryStorage()
     storage.add_organization(ORG_ID)
     storage.add_project(PROJECT_ID, ORG_ID)
-    EventSaver(storage).save([job])
+    OccurrencePipeline(storage).save([job])
     assert job.outcome is None
     event("saved")
     stored = storage.nodestore.document(event_node_id(PROJECT_ID, message["event_id"]))

@@ -19,7 +19,7 @@ from consumer.pipeline.job import Job
 from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import MessageDecoder
 from consumer.pipeline.releases import is_valid_version
-from consumer.pipeline.save import EventSaver
+from consumer.pipeline.save import OccurrencePipeline
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
 from tests.unit.pipeline.builders import PROJECT_ID
 from tests.unit.pipeline.samples import check_stored_event, load_samples, wrap
@@ -35,7 +35,7 @@ def _save_and_check(
         job = decoder(value)
         assert isinstance(job, Job)
         jobs.append(job)
-    EventSaver(storage).save(jobs)
+    OccurrencePipeline(storage).save(jobs)
     assert [job.outcome for job in jobs if job.outcome is not None] == []
     stored_events = []
     for value in values:

@@ -16,7 +16,7 @@ from consumer.errors import TransientError
 from consumer.pipeline.job import Job
 from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import MessageDecoder
-from consumer.pipeline.save import EventSaver
+from consumer.pipeline.save import OccurrencePipeline
 from consumer.pipeline.toplevel import pull_out
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
 from tests.unit.pipeline.builders import encode, event, occurrence
@@ -44,7 +44,7 @@ def test_outcomes_per_job(decoder: MessageDecoder, storage: MemoryStorage) -> No
     storage.add_project(7, 99)  # its organization does not exist
     messages = [_message(p) for p in (1, 2, 4, 6, 7, 8, 1)]
     jobs = _jobs(decoder, messages)
-    EventSaver(storage).save(jobs)
+    OccurrencePipeline(storage).save(jobs)
     outcomes = {i: job.outcome for i, job in enumerate(jobs) if job.outcome is not None}
     assert {i: (o.kind, o.reason) for i, o in outcomes.items()} == {
         1: ("skipped", "project_deleted"),
@@ -69,7 +69,7 @@ def test_one_storage_call_per_kind_for_the_whole_batch(
         _message(1 + i % 2, release=f"r{i % 3}", dist="7", environment=["prod", "dev", None][i % 3])
         for i in range(30)
     ]
-    EventSaver(storage).save(_jobs(decoder, messages))
+    OccurrencePipeline(storage).save(_jobs(decoder, messages))
     assert storage.calls == [
         "projects",
         "organizations",
@@ -83,14 +83,14 @@ def test_one_storage_call_per_kind_for_the_whole_batch(
 
 
 def test_an_empty_batch_costs_nothing(storage: MemoryStorage) -> None:
-    EventSaver(storage).save([])
+    OccurrencePipeline(storage).save([])
     assert storage.calls == []
 
 
 def test_project_options_reach_the_plugins(decoder: MessageDecoder, storage: MemoryStorage) -> None:
     storage.options[1] = {"auto_tag:_urls:enabled": False}
     message = _message(request={"url": "https://x/"})
-    EventSaver(storage).save(_jobs(decoder, [message]))
+    OccurrencePipeline(storage).save(_jobs(decoder, [message]))
     stored = storage.nodestore.document(event_node_id(1, message["event_id"]))
     assert "url" not in dict(pair for pair in stored["tags"])
 
@@ -123,7 +123,7 @@ def test_step_timings_are_observed_once_per_batch(
         return found
 
     before = counts()
-    EventSaver(storage).save(_jobs(decoder, [_message(release="r1"), _message()]))
+    OccurrencePipeline(storage).save(_jobs(decoder, [_message(release="r1"), _message()]))
     after = counts()
     assert {step: after[step] - before[step] for step in steps} == dict.fromkeys(steps, 1.0)
 
@@ -138,7 +138,7 @@ def test_a_retry_after_a_failed_write_writes_the_same_rows(
     messages = [_message(release="r1", environment="prod", user={"id": "1"}) for _ in range(3)]
     jobs = _jobs(decoder, messages)
     storage.nodestore.fail_next = 1
-    saver = EventSaver(storage)
+    saver = OccurrencePipeline(storage)
     with pytest.raises(TransientError):
         saver.save(jobs)
     assert storage.nodestore.rows == {}
@@ -168,20 +168,20 @@ def test_a_retry_after_a_failed_read_starts_from_untouched_events(
 
     storage.environments = unavailable  # type: ignore[method-assign]
     with pytest.raises(TransientError):
-        EventSaver(storage).save(jobs)
+        OccurrencePipeline(storage).save(jobs)
     # Only the event's completion ran (user agents, pull-out); every other step waits for the
     # reads, which happen before any tag, metadata or metric is written.
     completed = Job(1, "e", "o", pristine, b"{}")
     pull_out(completed)
     assert jobs[0].data == completed.data
     storage.environments = real_environments  # type: ignore[method-assign]
-    EventSaver(storage).save(jobs)
+    OccurrencePipeline(storage).save(jobs)
 
     clean = MemoryStorage()
     clean.add_organization(1)
     clean.add_project(1, 1)
     reference = _jobs(decoder, messages)
-    EventSaver(clean).save(reference)
+    OccurrencePipeline(clean).save(reference)
     retried, expected = _stored(storage, messages[0]), _stored(clean, messages[0])
     sizes = []
     for document in (retried, expected):
@@ -213,7 +213,7 @@ def test_event_age_is_observed_from_the_messages_received_time(
         _message(received=datetime.fromtimestamp(hour_ago, UTC).strftime("%Y-%m-%dT%H:%M:%S")),
         _message(received=None),  # no age to tell
     ]
-    EventSaver(storage).save(_jobs(decoder, messages))
+    OccurrencePipeline(storage).save(_jobs(decoder, messages))
     new_count, new_total = observed()
     assert new_count - count == 3
     assert 3 * 3599 <= new_total - total <= 3 * 3700

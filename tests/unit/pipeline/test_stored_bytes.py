@@ -39,7 +39,7 @@ from consumer.pipeline.message import (
     parse,
 )
 from consumer.pipeline.normalize import EventNormalizer, user_agent_contexts
-from consumer.pipeline.save import EventSaver
+from consumer.pipeline.save import OccurrencePipeline
 from consumer.pipeline.tags import EventTags
 from consumer.storage.models import Project
 from tests.unit.pipeline import reference
@@ -138,7 +138,7 @@ def _compare(messages: list[bytes], options: dict[str, Any], monkeypatch: Any) -
     references = [_copy(job) for job in jobs]
 
     storage, reference_storage = _storage(options), _storage(options)
-    saver = EventSaver(storage)
+    saver = OccurrencePipeline(storage)
     project: Project = reference_storage.projects_by_id[PROJECT_ID]
     user_agents = user_agent_contexts()
     for batch, reference_batch in zip(_batches(jobs, 100), _batches(references, 100), strict=True):

@@ -1,5 +1,5 @@
-"""The work of one batch, run on the save thread: save the accepted jobs, dead-letter the bad
-messages (acknowledged by the broker), count the skipped ones. Returns only when all of that is
+"""`SaveAndDeadLetter`, the work of one batch, run on the save thread: save the accepted jobs
+through the pipeline, dead-letter the bad messages (acknowledged by the broker), count the skipped ones. Returns only when all of that is
 durable; only then may the batch's offsets be committed.
 
 Transient failures (PostgreSQL, Redis or Kafka unavailable) retry the whole batch with
@@ -31,22 +31,22 @@ from consumer.strategy.items import Accepted, Rejected, Skipped
 logger = logging.getLogger(__name__)
 
 
-class Saver(Protocol):
+class Pipeline(Protocol):
     def save(self, jobs: Sequence[Job]) -> None:
         """Save the jobs, marking those not saved (`Job.outcome`). Raises TransientError."""
         ...
 
 
-class BatchSaver:
+class SaveAndDeadLetter:
     def __init__(
         self,
-        saver: Saver,
+        pipeline: Pipeline,
         dead_letters: DeadLetterProducer,
         guard: DeadLetterGuard,
         *,
         retry_deadline: float,
     ) -> None:
-        self.saver = saver
+        self.pipeline = pipeline
         self.dead_letters = dead_letters
         self.guard = guard
         self.retry_deadline = retry_deadline
@@ -84,7 +84,7 @@ class BatchSaver:
 
         def attempt() -> None:
             nonlocal guarded
-            self.saver.save(jobs)
+            self.pipeline.save(jobs)
             late = []
             for value in job_values:
                 outcome = value.payload.job.outcome

@@ -1,9 +1,6 @@
-"""The decode steps: `Classify` turns each Kafka message into an item before batching, on the
-main thread; `NormalizeBatch` runs Relay over each batch before it is saved (`NormalizeStep`).
-
-Neither raises for bad data: a message that cannot be saved becomes `Rejected` and travels in
-the batch like any other, so its offset cannot overtake unsaved messages (arroyo-notes §4.5).
-An event Relay rejects is found by `NormalizeBatch` and rejected in place, in its batch.
+"""`NormalizeStep`, the step between the buffer and the save step: `NormalizeBatch` runs Relay
+over each batch before it is saved. An event Relay rejects is rejected in place, in its batch;
+nothing here raises for bad data.
 
 Why Relay runs per batch, and not per message in `Classify`: see `MessageDecoder`. Where: on
 the main thread, where it overlaps with the save thread (Relay's calls release the GIL); or,
@@ -17,25 +14,39 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
 from concurrent import futures
 from concurrent.futures import Executor, Future
 from typing import Any, Protocol, cast
 
-from arroyo.backends.kafka import KafkaPayload
 from arroyo.processing.strategies import MessageRejected, ProcessingStrategy
 from arroyo.types import BrokerValue, FilteredPayload, Message
 
 from consumer.errors import BadMessage
-from consumer.pipeline.job import Job
-from consumer.pipeline.message import Prepared, Skip
-from consumer.reader import UnreadablePayload
 from consumer.strategy.batch import Batch, ClassifiedBatch
+from consumer.strategy.classify import Decoder
 from consumer.strategy.idle import IdleMonitor
-from consumer.strategy.items import Accepted, Classified, Item, Pending, Rejected, Skipped
-from consumer.strategy.save_step import HANDOFF_WAIT, SaveStep
+from consumer.strategy.items import Accepted, Item, Pending, Rejected
+from consumer.strategy.save_step import HANDOFF_WAIT
 
 logger = logging.getLogger(__name__)
+
+
+class BatchTaker(Protocol):
+    """The step after `NormalizeStep`: arroyo's strategy interface over normalized batches, and
+    a wait until it can take the next one (the save step, whose save thread holds one batch at
+    a time)."""
+
+    def submit(self, message: Message[Batch | FilteredPayload]) -> None: ...
+
+    def poll(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def wait_idle(self, timeout: float) -> None: ...
 
 
 class InlineExecutor(Executor):
@@ -49,50 +60,6 @@ class InlineExecutor(Executor):
         except Exception as error:  # noqa: BLE001 - the future carries it, as a thread's would
             future.set_exception(error)
         return future
-
-
-class Decoder(Protocol):
-    """`MessageDecoder`'s two halves: `prepare` on the main thread, `finish` on the main or the
-    normalize thread, each on one thread at a time."""
-
-    def prepare(self, value: bytes | None) -> Prepared | Skip: ...
-
-    def finish(self, batch: Sequence[Prepared]) -> list[Job | BadMessage]: ...
-
-
-class Classify:
-    """`RunTask` function: KafkaPayload → Pending | Skipped | Rejected."""
-
-    def __init__(
-        self, decoder: Decoder, max_message_bytes: int, idle: IdleMonitor | None = None
-    ) -> None:
-        self.decoder = decoder
-        self.max_message_bytes = max_message_bytes
-        self.idle = idle
-
-    def __call__(self, message: Message[KafkaPayload]) -> Classified:
-        if self.idle is not None:
-            self.idle.touch()
-        payload = message.payload
-        if isinstance(payload, UnreadablePayload):  # its dead letter: null, the detail says why
-            return Rejected("unreadable", payload.detail, KafkaPayload(None, None, []), 0)  # type: ignore[arg-type]
-        value = payload.value
-        size = len(value) if value is not None else 0
-        if size > self.max_message_bytes:
-            return Rejected(
-                "message_too_large", f"{size} bytes > {self.max_message_bytes}", payload, size
-            )
-        try:
-            result = self.decoder.prepare(value)
-        except BadMessage as bad:
-            return Rejected(bad.reason, bad.detail, payload, size)
-        except RecursionError:
-            return Rejected(
-                "too_deeply_nested", "the message nests too deeply to process", payload, size
-            )
-        if isinstance(result, Skip):
-            return Skipped(result.reason, size)
-        return Pending(result, payload, size)
 
 
 class NormalizeBatch:
@@ -162,7 +129,7 @@ class NormalizeStep(ProcessingStrategy[ClassifiedBatch | FilteredPayload]):
     never used by two threads at once.
     """
 
-    def __init__(self, function: NormalizeBatch, next_step: SaveStep, executor: Executor) -> None:
+    def __init__(self, function: NormalizeBatch, next_step: BatchTaker, executor: Executor) -> None:
         self.function = function
         self.next_step = next_step
         self._executor = executor

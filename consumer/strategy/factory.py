@@ -4,10 +4,10 @@
       → RunTask(Classify)                 decode and classify on the main thread; never raises
         → Buffer(BatchBuffer)             batch by count, bytes and time
           → NormalizeStep                 Relay over the batch (main or own thread); never raises
-            → SaveStep(SaveAndDeadLetter)        save + dead letters on a background thread
+            → SaveStep(SaveAndDeadLetter) save + dead letters on a background thread
               → CommitOffsets             commit last, after the save returned
 
-The factory owns what lives across assignments (the saver, its pools and producer, the
+The factory owns what lives across assignments (the batch's save, its pools and producer, the
 normalize thread); a fresh chain is built on every (re)assignment.
 """
 

@@ -33,6 +33,7 @@ Step = Literal[
     "environments",
     "event_metrics",
     "nodestore",
+    "groups",
     "decode",
     "normalize",
     "pull_out",
@@ -52,6 +53,12 @@ Table = Literal[
     "sentry_environment",
     "sentry_environmentproject",
     "sentry_project",
+    "sentry_groupedmessage",
+    "sentry_grouphash",
+    "sentry_groupenvironment",
+    "sentry_grouprelease",
+    "sentry_activity",
+    "sentry_grouphistory",
 ]
 
 LATENCY_BUCKETS = (

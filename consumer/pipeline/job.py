@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 from consumer.pipeline.tags import EventTags
+from consumer.storage.models import GroupInfo
 
 
 class EventUser(NamedTuple):
@@ -97,6 +98,8 @@ class Job:
     # The encoded nodestore rows (event, occurrence document): set once the event is final, so
     # that a retried save writes them again instead of running the steps over mutated data.
     nodes: tuple[tuple[str, str], tuple[str, str]] | None = None
+    # The occurrence's group, set by save_issue_occurrences once the group is durable.
+    group: GroupInfo | None = None
     # Set by the save when this job is not saved; None: saved (once the save returned).
     outcome: Outcome | None = None
 

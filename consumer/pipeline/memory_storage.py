@@ -20,6 +20,11 @@ from consumer.storage.models import (
     DistributionRequest,
     Environment,
     EnvironmentRequest,
+    Fold,
+    GroupInfo,
+    GroupRow,
+    IssueOccurrence,
+    OccurrenceKey,
     Organization,
     Project,
     Release,
@@ -61,6 +66,13 @@ class MemoryStorage:
     dist_rows: dict[tuple[int, str], tuple[int, DistributionRequest]] = field(default_factory=dict)
     environment_rows: dict[tuple[int, str], Environment] = field(default_factory=dict)
     environment_links: set[tuple[int, int]] = field(default_factory=set)
+    groups: dict[int, GroupRow] = field(default_factory=dict)
+    group_hashes: dict[tuple[int, str], int] = field(default_factory=dict)
+    short_ids: dict[int, int] = field(default_factory=dict)  # group id → short id
+    counters: dict[int, int] = field(default_factory=dict)  # project id → last short id
+    counted: set[OccurrenceKey] = field(default_factory=set)
+    group_environments: set[tuple[int, int]] = field(default_factory=set)
+    regressions: list[tuple[int, str]] = field(default_factory=list)  # (group id, event id)
     calls: list[str] = field(default_factory=list)
     _next_id: int = 100
 
@@ -158,6 +170,75 @@ class MemoryStorage:
                 self.environment_rows[key] = environment
             self.environment_links.add((environment.id, request.project_id))
             result[key] = environment
+        return result
+
+    def save_groups(
+        self, occurrences: Sequence[IssueOccurrence], fold: Fold
+    ) -> dict[OccurrenceKey, GroupInfo]:
+        """The rules of `consumer.storage.group_rows.save` over dicts, one occurrence at a
+        time (release rows and counters are not kept)."""
+        self.calls.append("save_groups")
+        result: dict[OccurrenceKey, GroupInfo] = {}
+        for occurrence in occurrences:
+            key = (occurrence.project_id, occurrence.occurrence_id)
+            project = occurrence.project_id
+            group_id = next(
+                (
+                    self.group_hashes[(project, h)]
+                    for h in occurrence.hashes
+                    if (project, h) in self.group_hashes
+                ),
+                None,
+            )
+            is_new = group_id is None
+            if group_id is None:
+                group_id = self._id()
+                values = occurrence.values
+                self.counters[project] = self.counters.get(project, 0) + 1
+                self.short_ids[group_id] = self.counters[project]
+                self.groups[group_id] = GroupRow(
+                    id=group_id,
+                    project_id=project,
+                    status=0,
+                    substatus=3,
+                    level=values.level,
+                    message=values.message,
+                    culprit=values.culprit,
+                    first_seen=occurrence.datetime,
+                    last_seen=occurrence.datetime,
+                    active_at=occurrence.datetime,
+                    times_seen=0,
+                    data=values.data,
+                )
+            for h in occurrence.hashes:
+                self.group_hashes.setdefault((project, h), group_id)
+            counted = key not in self.counted
+            regressed = False
+            if counted:
+                self.counted.add(key)
+                change = fold(self.groups[group_id], [occurrence])
+                self.groups[group_id] = replace(
+                    self.groups[group_id],
+                    status=change.status,
+                    substatus=change.substatus,
+                    level=change.level,
+                    message=change.message,
+                    culprit=change.culprit,
+                    first_seen=change.first_seen,
+                    last_seen=change.last_seen,
+                    active_at=change.active_at,
+                    times_seen=change.times_seen,
+                    data=change.data,
+                )
+                if change.regression is not None:
+                    regressed = True
+                    self.regressions.append((group_id, occurrence.event_id))
+            new_environment = False
+            if occurrence.environment_id is not None:
+                pair = (group_id, occurrence.environment_id)
+                new_environment = pair not in self.group_environments
+                self.group_environments.add(pair)
+            result.setdefault(key, GroupInfo(group_id, is_new, regressed, new_environment, counted))
         return result
 
     @contextmanager

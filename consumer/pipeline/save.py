@@ -14,6 +14,8 @@
         environments      environments.py  (storage.environments)
         event_metrics     event_metrics.py
         nodestore         nodes.py         (storage.nodestore.set_many_encoded)
+      save_issue_occurrences  issues.py + groups.py (storage.save_groups): groups found or
+                          created, counted once, regressed; environment and release rows
 
 Every step runs over the whole batch, storage is called once per kind at the step's boundary
 (each step resolves what it needs from storage before any event is changed, see below), and
@@ -37,6 +39,7 @@ from consumer.errors import StaleCache
 from consumer.pipeline.environments import apply_environments, resolve_environments
 from consumer.pipeline.event_metrics import apply_event_metrics
 from consumer.pipeline.interface_tags import apply_interface_tags
+from consumer.pipeline.issues import save_issue_occurrences
 from consumer.pipeline.job import Job
 from consumer.pipeline.metadata import apply_metadata
 from consumer.pipeline.nodes import encode_nodes, inserted_now, write_nodes
@@ -94,7 +97,9 @@ def save_generic_events(
 ) -> None:
     """Save a batch of jobs whose projects are all in `projects` (live ones).
 
-    When this returns, every job without an `outcome` is durable in the nodestore. Jobs whose
+    When this returns, every job without an `outcome` is durable in the nodestore and grouped
+    (`job.group`, reference sentry-issue-platform.md §1.4; a job whose occurrence cannot make
+    a group is rejected, see issues.py). Jobs whose
     organization is missing are rejected (`unknown_organization`), those of a soft-deleted
     organization skipped (`organization_deleted`).
 
@@ -133,6 +138,8 @@ def save_generic_events(
             prepare_events(pending, projects, storage, times, user_agents or _default_user_agents())
         with times("nodestore"):
             write_nodes(live, storage)
+        with times("groups"):
+            save_issue_occurrences(live, projects, storage)
     finally:
         times.observe()
 

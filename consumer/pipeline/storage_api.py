@@ -16,6 +16,10 @@ from consumer.storage.models import (
     DistributionRequest,
     Environment,
     EnvironmentRequest,
+    Fold,
+    GroupInfo,
+    IssueOccurrence,
+    OccurrenceKey,
     Organization,
     Project,
     Release,
@@ -51,6 +55,10 @@ class StorageAPI(Protocol):
     def environments(
         self, requests: Sequence[EnvironmentRequest]
     ) -> dict[tuple[int, str], Environment]: ...
+
+    def save_groups(
+        self, occurrences: Sequence[IssueOccurrence], fold: Fold
+    ) -> dict[OccurrenceKey, GroupInfo]: ...
 
     def verified(
         self, project_ids: Iterable[int], organization_ids: Iterable[int]

@@ -21,7 +21,8 @@ Statements per call, whatever the batch size (a name or link found in its cache 
   missing links, the `has_releases` flag of projects lacking it), plus the one query of
   `projects` for projects neither seen by `projects()` in this process nor cached;
 * `distributions`: at most 2 (get-or-create, read-back);
-* `environments`: at most 3 (get-or-create, read-back, missing links).
+* `environments`: at most 3 (get-or-create, read-back, missing links);
+* `save_groups`: at most 16, in one transaction (`group_rows` lists them).
 
 Redis round trips per call: one per cache read, one per cache written, each batch-wide.
 """
@@ -39,20 +40,24 @@ import psycopg_pool
 from consumer import metrics
 from consumer.errors import StaleCache
 from consumer.settings import Settings
-from consumer.storage import distribution_rows, environment_rows, release_rows
+from consumer.storage import distribution_rows, environment_rows, group_rows, release_rows
 from consumer.storage.link_cache import LinkCache
 from consumer.storage.model_cache import ModelCache, ModelSpec
 from consumer.storage.models import (
     DistributionRequest,
     Environment,
     EnvironmentRequest,
+    Fold,
+    GroupInfo,
+    IssueOccurrence,
+    OccurrenceKey,
     Organization,
     Project,
     Release,
     ReleaseRequest,
 )
 from consumer.storage.nodestore import Compression, NodeStore
-from consumer.storage.pool import connection, create_pool
+from consumer.storage.pool import connection, create_pool, transaction
 from consumer.storage.project_options import ProjectOptions
 from consumer.storage.redis_cache import RedisCache
 from consumer.storage.string_id_cache import BULK_RECORD, StringIdCache, external_key
@@ -392,3 +397,24 @@ class Storage:
             self.environment_cache.post_save(created)
         self.environment_links.remember(to_link)
         return result
+
+    # ------------------------------------------------------------------ groups
+
+    def save_groups(
+        self, occurrences: Sequence[IssueOccurrence], fold: Fold
+    ) -> dict[OccurrenceKey, GroupInfo]:
+        """Find or create the group of every occurrence and count those not counted before,
+        in one transaction (`group_rows.save`); `{(project_id, occurrence_id): GroupInfo}`,
+        an occurrence absent when a hash row without a group blocks it. TransientError rolls
+        everything back, counts included."""
+        if not occurrences:
+            return {}
+        with self._cached_ids_write("groups"), transaction(self.pool) as conn:
+            infos, written = group_rows.save(conn, occurrences, fold)
+        metrics.count_rows("sentry_groupedmessage", written.groups_created)
+        metrics.count_rows("sentry_grouphash", written.groups_created + written.hashes)
+        metrics.count_rows("sentry_groupenvironment", written.group_environments)
+        metrics.count_rows("sentry_grouprelease", written.group_releases)
+        metrics.count_rows("sentry_activity", written.regressions)
+        metrics.count_rows("sentry_grouphistory", written.regressions)
+        return infos

@@ -413,6 +413,13 @@ def test_ids_cached_in_redis_for_rows_gone_from_postgres_cannot_stop_a_batch(
     for statement, owner in [
         ("DELETE FROM sentry_distribution WHERE organization_id = %s", org_id),
         ("DELETE FROM sentry_release_project WHERE project_id = %s", project_id),
+        # Groups protect their first release (Sentry's PROTECT): detached first, as a
+        # release deletion in Sentry would have to.
+        (
+            "UPDATE sentry_groupedmessage SET first_release_id = NULL WHERE project_id = %s",
+            project_id,
+        ),
+        ("DELETE FROM sentry_releaseprojectenvironment WHERE project_id = %s", project_id),
         ("DELETE FROM sentry_release WHERE organization_id = %s", org_id),
         ("DELETE FROM sentry_environmentproject WHERE project_id = %s", project_id),
         ("DELETE FROM sentry_environment WHERE organization_id = %s", org_id),

@@ -62,6 +62,19 @@ def encode(message: Any) -> bytes:
     return orjson.dumps(message)
 
 
+# The occurrence document of `job()`: what grouping reads (one fingerprint, a type, a level).
+OCCURRENCE_DOCUMENT = orjson.dumps(
+    {
+        "id": "occurrence",
+        "fingerprint": ["fp-1"],
+        "issue_title": "Slow DB query",
+        "subtitle": "SELECT * FROM things",
+        "type": 1001,
+        "level": "warning",
+    }
+)
+
+
 def job(data: dict[str, Any], *, project_id: int = PROJECT_ID, pulled: bool = True) -> Job:
     """A Job over an already normalized-looking event (a copy), pulled apart like decode does."""
     data = copy.deepcopy(data)
@@ -71,7 +84,7 @@ def job(data: dict[str, Any], *, project_id: int = PROJECT_ID, pulled: bool = Tr
         event_id=data.get("event_id") or uuid.uuid4().hex,
         occurrence_id=uuid.uuid4().hex,
         data=data,
-        occurrence_json=b'{"id":"occurrence"}',
+        occurrence_json=OCCURRENCE_DOCUMENT,
     )
     if pulled:
         pull_out(made)

@@ -77,6 +77,7 @@ def test_one_storage_call_per_kind_for_the_whole_batch(
         "distributions",
         "project_options",
         "environments",
+        "save_groups",
     ]
     assert len(storage.release_rows) == 3 and len(storage.environment_rows) == 3
     assert len(storage.nodestore.rows) == 60

@@ -45,6 +45,7 @@ Cache = Literal[
 ]
 CacheResult = Literal["hit", "miss", "error", "stale", "invalid"]
 EventWarning = Literal["dist_too_long"]
+GroupOutcome = Literal["created", "updated", "regressed"]
 Table = Literal[
     "nodestore_node",
     "sentry_release",
@@ -156,6 +157,11 @@ EVENT_PROCESSING_FLAGS = Counter(
     "Events whose _metrics carry a processing flag (flag.processing.error / .fatal).",
     ["flag"],
 )
+GROUPS = Counter(
+    "consumer_groups",
+    "Groups changed by saved occurrences: created, updated (counted occurrences) or regressed.",
+    ["outcome"],
+)
 EVENT_WARNINGS = Counter(
     "consumer_event_warnings",
     "Events saved with a part dropped instead of failing, by warning (e.g. dist_too_long).",
@@ -192,6 +198,11 @@ def count_rows(table: Table, amount: int) -> None:
 def count_warning(warning: EventWarning, amount: int = 1) -> None:
     if amount:
         EVENT_WARNINGS.labels(warning).inc(amount)
+
+
+def count_groups(outcome: GroupOutcome, amount: int) -> None:
+    if amount:
+        GROUPS.labels(outcome).inc(amount)
 
 
 def count_messages(outcome: Outcome, reason: str, amount: int = 1) -> None:

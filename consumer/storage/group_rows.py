@@ -61,7 +61,8 @@ REGRESSION_PREVIOUS_STATUSES = [1, 11, 12, 13, 2]
 
 @dataclass
 class Written:
-    """What a call wrote, for the metrics: rows per table."""
+    """What a call wrote, for the metrics: rows per table; `groups_updated` counts the groups
+    that existed before the call and counted occurrences in it."""
 
     groups_created: int = 0
     groups_updated: int = 0
@@ -384,7 +385,7 @@ def save(
                 "data": [_dumps(c.data) for c in changes],
             },
         )
-        written.groups_updated = len(changes)
+        written.groups_updated = sum(1 for c in changes if c.id not in new_group_ids)
     regressed = [c for c in changes if c.regression is not None]
     if regressed:
         # 10-11. Activity SET_REGRESSION and GroupHistory REGRESSED (reference §1.4.8 steps 4-5).
@@ -431,8 +432,7 @@ def save(
         }
     )
     if extra:
-        conn.execute(_LINK_HASHES, _columns(extra, 3))
-        written.hashes = len(extra)
+        written.hashes = max(conn.execute(_LINK_HASHES, _columns(extra, 3)).rowcount, 0)
 
     # 13. Group environments; the rows created now are new group environments.
     environments: dict[tuple[int, int], int | None] = {}

@@ -12,6 +12,7 @@ as a miss and go on against PostgreSQL. PostgreSQL failures raise TransientError
     dists = store.distributions([DistributionRequest(...)])   # {(release_id, name): id}
     envs = store.environments([EnvironmentRequest(...)])      # {(organization_id, name): Environment}
     store.nodestore.set_many_encoded([(node_id, data), ...])
+    infos = store.save_groups([IssueOccurrence(...)], fold)   # {(project_id, occurrence_id): GroupInfo}
     store.close()
 
 Statements per call, whatever the batch size (a name or link found in its cache costs none):
@@ -417,4 +418,7 @@ class Storage:
         metrics.count_rows("sentry_grouprelease", written.group_releases)
         metrics.count_rows("sentry_activity", written.regressions)
         metrics.count_rows("sentry_grouphistory", written.regressions)
+        metrics.count_groups("created", written.groups_created)
+        metrics.count_groups("updated", written.groups_updated)
+        metrics.count_groups("regressed", written.regressions)
         return infos

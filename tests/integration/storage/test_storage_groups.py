@@ -18,7 +18,9 @@ from typing import Any
 
 import orjson
 import psycopg
+from prometheus_client import REGISTRY
 
+from consumer import metrics
 from consumer.pipeline.groups import fold, group_data, hash_fingerprint
 from consumer.settings import load_settings
 from consumer.storage.models import (
@@ -75,6 +77,11 @@ def occurrence(sent: Sent) -> IssueOccurrence:
         environment_id=sent.environment_id,
         environment_name=sent.environment_name,
     )
+
+
+def _groups_metric(outcome: metrics.GroupOutcome) -> float:
+    value = REGISTRY.get_sample_value("consumer_groups_total", {"outcome": outcome})
+    return value or 0.0
 
 
 def save_in_batches(storage: Storage, sent: Sequence[Sent], size: int) -> None:
@@ -215,17 +222,21 @@ def test_groups_match_what_was_sent_after_a_replay(
     org_id, p1 = make_project(db, unique)
     _, p2 = make_project(db, f"{unique}b", org_slug=f"org-{unique}")
     sent = make_stream(storage, org_id, [p1, p2], fingerprints=300, count=1500)
+    created_before = _groups_metric("created")
 
     with statements.measure() as queries:
         storage.save_groups([occurrence(s) for s in sent[:200]], fold)
     assert 0 < len(queries) <= STATEMENTS_PER_BATCH + 2  # + BEGIN and COMMIT
     save_in_batches(storage, sent[200:], 200)
     check_groups(db, sent)
+    assert _groups_metric("created") - created_before == 300
+    updated_before = _groups_metric("updated")
 
     # A replay of part of the topic, in other batch boundaries, and duplicates in one batch.
     save_in_batches(storage, sent[500:900], 150)
     storage.save_groups([occurrence(s) for s in sent[10:20] + sent[10:20]], fold)
     check_groups(db, sent)
+    assert _groups_metric("updated") == updated_before, "a replay updates no group"
     (activities,) = db.execute(
         "SELECT count(*) FROM sentry_activity WHERE project_id = ANY(%s)", ([p1, p2],)
     ).fetchone() or (0,)
@@ -254,9 +265,11 @@ def test_a_resolved_group_regresses_once(
     ).fetchone() or (0,)
 
     later = Sent(project, org_id, uuid.uuid4().hex, "fp", 3600, None, None, None, "")
+    regressed_before = _groups_metric("regressed")
     infos = storage.save_groups([occurrence(later)], fold)
     assert infos[(project, later.occurrence_id)].is_regression
     storage.save_groups([occurrence(later)], fold)  # a replay regresses nothing again
+    assert _groups_metric("regressed") - regressed_before == 1
 
     status = db.execute(
         "SELECT status, substatus, times_seen, active_at, last_seen FROM sentry_groupedmessage "

@@ -325,9 +325,15 @@ KINDS: list[Kind] = [
     _spoiled("missing_fingerprint", "schema_violation", change=_delete("fingerprint")),
     _spoiled("missing_issue_title", "missing_field", change=_delete("issue_title")),
     _spoiled("missing_detection_time", "missing_field", change=_delete("detection_time")),
-    _spoiled("missing_event_platform", "invalid_event", change=_delete("event", "platform")),
-    _spoiled("missing_event_timestamp", "invalid_event", change=_delete("event", "timestamp")),
-    _spoiled("missing_event_received", "invalid_event", change=_delete("event", "received")),
+    _spoiled(
+        "missing_event_platform", "invalid_event_payload", change=_delete("event", "platform")
+    ),
+    _spoiled(
+        "missing_event_timestamp", "invalid_event_payload", change=_delete("event", "timestamp")
+    ),
+    _spoiled(
+        "missing_event_received", "invalid_event_payload", change=_delete("event", "received")
+    ),
     _spoiled("missing_event_ids", "missing_event_id", change=_no_event_ids),
     # --------------------------------------------------------------- wrong types
     _spoiled("id_not_a_string", "schema_violation", change=_set(123, "id")),
@@ -342,12 +348,14 @@ KINDS: list[Kind] = [
     _spoiled("payload_type_number", "schema_violation", change=_set(5, "payload_type")),
     _spoiled("event_id_number", "invalid_id", change=_set(5, "event_id")),
     _spoiled("detection_time_string", "invalid_field", change=_set("yesterday", "detection_time")),
-    _spoiled("level_number", "invalid_field", change=_set(40, "level")),
+    _spoiled("level_number", "invalid_event_payload", change=_set(40, "level")),
     _spoiled("event_string", "invalid_event", change=_set("an event", "event")),
     _spoiled("event_list", "invalid_event", change=_set(["an", "event"], "event")),
-    _spoiled("event_platform_number", "invalid_event", change=_set(5, "event", "platform")),
-    _spoiled("event_timestamp_object", "invalid_event", change=_set({}, "event", "timestamp")),
-    _spoiled("event_received_list", "invalid_event", change=_set([1], "event", "received")),
+    _spoiled("event_platform_number", "invalid_event_payload", change=_set(5, "event", "platform")),
+    _spoiled(
+        "event_timestamp_object", "invalid_event_payload", change=_set({}, "event", "timestamp")
+    ),
+    _spoiled("event_received_list", "invalid_event_payload", change=_set([1], "event", "received")),
     _spoiled(
         "event_project_id_string", "project_mismatch", change=_set("5", "event", "project_id")
     ),
@@ -356,7 +364,7 @@ KINDS: list[Kind] = [
     _spoiled("event_id_not_a_uuid", "invalid_id", change=_set("zz" * 16, "event_id")),
     _spoiled("event_id_mismatch", "event_id_mismatch", change=_other_event_id),
     _spoiled("project_mismatch", "project_mismatch", change=_other_project),
-    _spoiled("type_beyond_u64", "invalid_field", change=_set(2**70, "type")),
+    _spoiled("type_beyond_u64", "unknown_group_type", change=_set(2**70, "type")),
     _spoiled(
         "unknown_payload_type", "unknown_payload_type", change=_set("feedback_v9", "payload_type")
     ),

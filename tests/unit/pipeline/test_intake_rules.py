@@ -20,7 +20,7 @@ from consumer.errors import BadMessage
 from consumer.pipeline.job import Job
 from consumer.pipeline.memory_storage import MemoryStorage
 from consumer.pipeline.message import MessageDecoder, Skip
-from consumer.pipeline.save import EventSaver
+from consumer.pipeline.save import OccurrencePipeline
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
 from tests.unit.pipeline.builders import ORG_ID, encode, event, occurrence
 
@@ -48,11 +48,9 @@ def run(decoder: MessageDecoder, storage: MemoryStorage, message: dict[str, Any]
     if isinstance(decoded, Skip):
         return Outcome(decoded.reason)
     assert isinstance(decoded, Job)
-    result = EventSaver(storage).save([decoded])
-    if result.rejected:
-        return Outcome(result.rejected[0][0])
-    if result.skipped:
-        return Outcome(result.skipped[0])
+    OccurrencePipeline(storage).save([decoded])
+    if decoded.outcome is not None:
+        return Outcome(decoded.outcome.reason)
     rows = storage.nodestore.rows
     event_node = event_node_id(decoded.project_id, decoded.event_id)
     document = storage.nodestore.document(

@@ -38,6 +38,7 @@ from consumer.strategy.dlq import (
     HEADER_TOPIC,
     REPLAYABLE_REASONS,
 )
+from consumer.strategy.dlq import REFUSED as RECORD_REFUSED
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,10 @@ REPLAYED_HEADER = "replayed_from_dlq_offset"
 STRIPPED_HEADERS = frozenset(name.lower() for name in (*DLQ_HEADERS, REPLAYED_HEADER))
 COMMIT_EVERY = 200
 
-# Refusals of one replayed copy (skip it); anything else is the broker's state (stop).
-REFUSED = frozenset(
+# Refusals of one replayed copy (skip it): the broker's refusals of one record, and of the topic
+# it is sent to; anything else is the broker's state (stop).
+REFUSED = RECORD_REFUSED | frozenset(
     {
-        KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError.RECORD_LIST_TOO_LARGE,
-        KafkaError.INVALID_MSG_SIZE,
-        KafkaError.INVALID_MSG,
-        KafkaError.INVALID_RECORD,
-        KafkaError.POLICY_VIOLATION,
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError._UNKNOWN_TOPIC,

@@ -7,6 +7,7 @@ consumer run [--batch-size N] [--batch-time-ms MS] [--processes N] [--topic T] [
              [--metrics-port P] [--exit-when-idle SECONDS]
 consumer orgs create SLUG [--name NAME] [--id ID]
 consumer orgs delete SLUG
+consumer orgs set-option SLUG KEY JSON_VALUE | --unset
 consumer projects create ORG_SLUG SLUG [--name NAME] [--id ID]
 consumer projects delete PROJECT_ID
 consumer projects set-option PROJECT_ID KEY JSON_VALUE | --unset

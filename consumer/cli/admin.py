@@ -23,6 +23,16 @@ def register(commands: Any) -> None:
     org_delete = orgs.add_parser("delete", help="soft-delete an organization")
     org_delete.add_argument("slug")
     org_delete.set_defaults(func=cmd_orgs_delete)
+    org_option = orgs.add_parser(
+        "set-option",
+        help="set an organization option (an unreleased group type's ingest feature, such as "
+        "'organizations:uptime-domain-failure-ingest' true)",
+    )
+    org_option.add_argument("slug")
+    org_option.add_argument("key")
+    org_option.add_argument("value", nargs="?", help="the value as JSON: true, 3, '\"text\"'")
+    org_option.add_argument("--unset", action="store_true", help="remove the option")
+    org_option.set_defaults(func=cmd_orgs_set_option)
 
     projects = commands.add_parser("projects", help="projects").add_subparsers(
         dest="action", required=True
@@ -125,6 +135,30 @@ def cmd_projects_delete(args: argparse.Namespace) -> int:
         lambda storage: delete_project(storage, args.project_id),
         f"id {args.project_id}",
     )
+
+
+def cmd_orgs_set_option(args: argparse.Namespace) -> int:
+    import json
+
+    from consumer.errors import AdminError
+    from consumer.storage.admin import set_organization_option
+    from consumer.storage.store import Storage
+
+    if args.unset == (args.value is not None):
+        raise ConfigurationError("give either a JSON value or --unset")
+    try:
+        value = None if args.value is None else json.loads(args.value)
+    except ValueError:
+        raise ConfigurationError("option value must be JSON (true, 3, '\"text\"')") from None
+    storage = Storage.open(settings_for(args))
+    try:
+        set_organization_option(storage, args.slug, args.key, value)
+    except AdminError as error:
+        print(f"consumer: {error}", file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+    return 0
 
 
 def cmd_projects_set_option(args: argparse.Namespace) -> int:

@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
-# A few issue types of Sentry's issue platform (performance, profiling, cron monitors, feedback).
-GROUP_TYPES = (1001, 1006, 2001, 4001, 6001)
+# A few released issue types of Sentry's issue platform (performance, profiling, cron monitors,
+# feedback): an unreleased one is refused unless its organization enables it.
+GROUP_TYPES = (1001, 1006, 2007, 4001, 6001)
 
 # Project ids far above any a database hands out, for messages about projects that do not exist.
 UNKNOWN_PROJECT_BASE = 9_000_000_000

@@ -47,10 +47,8 @@ DEFAULT_LEVEL = "info"  # issues/issue_occurrence.py:17
 # PLACEHOLDER_EVENT_TITLES (constants.py:231).
 PLACEHOLDER_TITLES = frozenset({"<untitled>", "<unknown>", "<unlabeled event>", "Error"})
 
-# DEFAULT PRIORITY, PROVISIONAL: the occurrence's `initial_issue_priority` when it has one, else
-# MEDIUM (50), the GroupType dataclass default (issues/grouptype.py:131-148). Types whose default
-# differs (25 for most performance types, 75 for crons) need the group-type registry
-# (consumer/pipeline/group_types.py, another branch); replace this constant by its lookup then.
+# MEDIUM, the GroupType default (issues/grouptype.py:131-148): only for an occurrence document
+# without `initial_issue_priority`; the decoder fills it with the type's default priority.
 DEFAULT_PRIORITY = 50
 
 MAX_CULPRIT_LENGTH = 200  # sentry_groupedmessage.view varchar(200)

@@ -25,7 +25,6 @@ from consumer.pipeline.groups import (
     fold,
     group_data,
     group_message,
-    hash_fingerprint,
     level_number,
     search_message,
     truncate,
@@ -37,10 +36,12 @@ from consumer.storage.models import GroupValues, IssueOccurrence, Project
 
 def issue_occurrence(job: Job, project: Project) -> IssueOccurrence | None:
     """The occurrence of a saved job as grouping sees it; None (and the job rejected) when it
-    cannot make a group."""
+    cannot make a group. The job's occurrence document is Sentry's `IssueOccurrence.to_dict()`
+    (occurrence.py): its fingerprint already hashed (reference §1.1), its level and culprit
+    defaulted, its priority the occurrence's or the group type's default."""
     document: dict[str, Any] = orjson.loads(job.occurrence_json)
-    fingerprint = document.get("fingerprint") or []
-    if not fingerprint:
+    hashes = tuple(document.get("fingerprint") or ())
+    if not hashes:
         job.reject("empty_fingerprint", "the occurrence has no fingerprint to group by")
         return None
     level = level_number(document.get("level"))
@@ -54,7 +55,7 @@ def issue_occurrence(job: Job, project: Project) -> IssueOccurrence | None:
     subtitle = document.get("subtitle") or ""
     culprit = truncate(document.get("culprit") or "", MAX_CULPRIT_LENGTH)
     priority = document.get("initial_issue_priority")
-    if priority is None:
+    if priority is None:  # the document always has one; kept for documents of older versions
         priority = DEFAULT_PRIORITY
     event_metadata = job.data.get("metadata")
     return IssueOccurrence(
@@ -62,7 +63,7 @@ def issue_occurrence(job: Job, project: Project) -> IssueOccurrence | None:
         organization_id=project.organization_id,
         occurrence_id=job.occurrence_id,
         event_id=job.event_id,
-        hashes=hash_fingerprint(str(part) for part in fingerprint),
+        hashes=hashes,
         datetime=job.datetime,
         values=GroupValues(
             level=level,
@@ -91,7 +92,7 @@ def save_issue_occurrences(
     the batch is retried, and nothing was counted."""
     grouped: list[tuple[Job, IssueOccurrence]] = []
     for job in jobs:
-        if job.outcome is not None:
+        if job.outcome is not None or job.buffered:  # buffered spans: not grouped yet
             continue
         occurrence = issue_occurrence(job, projects[job.project_id])
         if occurrence is not None:

@@ -52,8 +52,8 @@ class Job:
     """What the decode step hands to the save step for one message.
 
     `data` is the event being saved, mutated in place by every step (tags, metadata, metrics)
-    and finally written to the nodestore; `occurrence_json` is the occurrence document (the
-    message without its `event`), written there beside it as it is.
+    and finally written to the nodestore; `occurrence_json` is the occurrence document (as
+    Sentry's `IssueOccurrence.to_dict` writes it, `occurrence.py`), written there beside it.
     """
 
     project_id: int
@@ -64,6 +64,11 @@ class Job:
     # decoder.
     occurrence_json: bytes
     size: int = 0
+    # The occurrence's group type (`group_types.py`), which the save step gates per organization.
+    type_id: int = 0
+    # Sentry's buffered-spans path: no event is saved, only the occurrence document (`data` is
+    # empty and save_generic_events leaves the job alone).
+    buffered: bool = False
     # Pulled out of the normalized event (Sentry's `_pull_out_data`), once: `pulled`.
     pulled: bool = False
     datetime: datetime | None = None
@@ -97,7 +102,8 @@ class Job:
     event_json_head: bytes | None = None
     # The encoded nodestore rows (event, occurrence document): set once the event is final, so
     # that a retried save writes them again instead of running the steps over mutated data.
-    nodes: tuple[tuple[str, str], tuple[str, str]] | None = None
+    # A buffered-spans job has the occurrence's row only.
+    nodes: tuple[tuple[str, str], ...] | None = None
     # The occurrence's group, set by save_issue_occurrences once the group is durable.
     group: GroupInfo | None = None
     # Set by the save when this job is not saved; None: saved (once the save returned).

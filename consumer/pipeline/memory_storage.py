@@ -60,6 +60,7 @@ class MemoryStorage:
     projects_by_id: dict[int, Project] = field(default_factory=dict)
     organizations_by_id: dict[int, Organization] = field(default_factory=dict)
     options: dict[int, dict[str, Any]] = field(default_factory=dict)
+    organization_option_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     nodestore: MemoryNodeStore = field(default_factory=MemoryNodeStore)
     release_rows: dict[tuple[int, str], Release] = field(default_factory=dict)
     release_links: set[tuple[int, int]] = field(default_factory=set)  # (release_id, project_id)
@@ -119,6 +120,22 @@ class MemoryStorage:
     def organizations(self, ids: Iterable[int]) -> dict[int, Organization]:
         self.calls.append("organizations")
         return {i: self.organizations_by_id[i] for i in ids if i in self.organizations_by_id}
+
+    def organization_options(
+        self, organization_ids: Iterable[int], keys: Iterable[str]
+    ) -> dict[int, dict[str, Any]]:
+        self.calls.append("organization_options")
+        wanted = set(keys)
+        result = {}
+        for org_id in organization_ids:
+            found = {
+                k: v
+                for k, v in self.organization_option_rows.get(org_id, {}).items()
+                if k in wanted
+            }
+            if found:
+                result[org_id] = found
+        return result
 
     def project_options(self, project_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         self.calls.append("project_options")

@@ -17,11 +17,12 @@ occurrence's, default "info"; the event's own is ignored), `platform`, `received
 `metadata = {"title": issue_title}`; `type` is "generic" and `project_id` is left out, as
 `save_event_from_occurrence` does before normalizing.
 
-Sentry also validates that event against Relay's JSON schema (with a legacy fallback). That is
-not repeated here beyond what the consumer itself relies on (the checks below): Relay's
-normalizer already turns a field of the wrong shape into null with an error note, and the full
-schema would reject two of Sentry's own sample events (`cocoa.json` sends breadcrumbs as a bare
-list, `generic-event.json` an object as `dist`).
+Each of Sentry's intake rules (`issues/occurrence_consumer.py` and `issue_occurrence.py`
+`from_dict`, cited in `build_event`) is applied here, in Sentry's order: what Sentry saves is
+saved, what it refuses or drops is a BadMessage whose reason names the rule. The event is
+validated against Sentry's event schemas (`event_schema.py`), and the occurrence document is
+built as Sentry's `IssueOccurrence.to_dict` writes it (`occurrence.py`). Whether an unreleased
+group type may be ingested depends on the organization, so the save step decides that.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ from sentry_kafka_schemas import get_codec
 from sentry_kafka_schemas.codecs import ValidationError
 
 from consumer.errors import BadMessage
+from consumer.pipeline import group_types
+from consumer.pipeline.event_schema import EventSchemas
 from consumer.pipeline.job import Job
 from consumer.pipeline.normalize import EventNormalizer, encode_event
+from consumer.pipeline.occurrence import occurrence_document
 from consumer.pipeline.relay_process import RelayProcess
 from consumer.storage.nodestore import dumps
 
@@ -121,8 +125,11 @@ class Occurrence(NamedTuple):
 
     occurrence_id: str
     event_id: str
-    event: dict[str, Any]
+    # The event to save; None for Sentry's buffered-spans path, which saves no event.
+    event: dict[str, Any] | None
     received: Any
+    # The occurrence document as Sentry's `IssueOccurrence.to_dict` writes it.
+    document: dict[str, Any]
 
 
 _MISSING: Any = object()
@@ -138,13 +145,19 @@ def _invalid_field(message: dict[str, Any], name: str, expected: str) -> BadMess
     return BadMessage("invalid_field", f"{name} must be {expected}, not {type(value).__name__}")
 
 
-def build_event(message: dict[str, Any]) -> Occurrence | Skip:
-    """The event to normalize, with its ids, or why the message is skipped.
+_SCHEMAS = EventSchemas()
 
-    Raises BadMessage for what Sentry's consumer would reject as an invalid payload.
+
+def build_event(message: dict[str, Any], schemas: EventSchemas = _SCHEMAS) -> Occurrence | Skip:
+    """The event to normalize, its ids and the occurrence document, or why the message is
+    skipped. Raises BadMessage for what Sentry's consumer refuses or drops.
+
+    Line numbers are of `src/sentry/issues/occurrence_consumer.py` at `7698ea90003c`
+    (unchanged in these rules at `4b980c7c015f`, which only adds an option-gated rate limit).
     """
     get = message.get
-    payload_type = get("payload_type") or "occurrence"
+    # :346-360: only an absent key defaults to "occurrence"; any other value is dropped.
+    payload_type = get("payload_type", "occurrence")
     if payload_type != "occurrence":
         if payload_type == "status_change":
             return Skip("status_change")
@@ -160,34 +173,38 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
         raise _invalid_field(message, "project_id", "an integer")
     if not 0 <= project_id < 2**63:
         raise BadMessage("invalid_field", f"project_id {project_id} is out of range")
+    # :164: `UUID(id).hex`.
     occurrence_id = _hex_uuid(message["id"], "id")
-    issue_title = get("issue_title", _MISSING)
-    if not isinstance(issue_title, str):
-        raise _invalid_field(message, "issue_title", "a string")
-    if not isinstance(get("subtitle", _MISSING), str):
-        raise _invalid_field(message, "subtitle", "a string")
-    issue_type = get("type", _MISSING)
-    if type(issue_type) is not int and not _is_int(issue_type):
-        raise _invalid_field(message, "type", "an integer")
-    detection_time = get("detection_time", _MISSING)
-    if type(detection_time) is not float and not _is_number(detection_time):
-        raise _invalid_field(message, "detection_time", "a number")
+    # :167-168, :172-173: read with [], so required; any value (null included) passes here.
+    for name in ("issue_title", "subtitle", "type", "detection_time"):
+        if name not in message:
+            raise BadMessage("missing_field", f"{name} is required")
+    issue_title = message["issue_title"]
+    # :189 and :302: `get_group_type_by_type_id` raises for an unregistered id.
+    issue_type = message["type"]
+    group_type = group_types.get(issue_type) if type(issue_type) is int else None
+    if group_type is None:
+        raise BadMessage("unknown_group_type", f"type {str(issue_type)[:32]} is not registered")
+    # :174: the level as given, "info" only when absent (a null reaches the event's schema).
     level = get("level", DEFAULT_LEVEL)
-    if level is not None and not isinstance(level, str):
-        raise BadMessage("invalid_field", f"level must be a string, not {type(level).__name__}")
+    # :180-181: a truthy top-level event_id must be a UUID.
     raw_occurrence_event_id = get("event_id")
     occurrence_event_id = (
         _hex_uuid(raw_occurrence_event_id, "event_id") if raw_occurrence_event_id else None
     )
 
-    event = get("event")
-    if event is None:
-        return Skip("no_event")
+    if "event" not in message:
+        # :266-270: without an event, the top-level event_id names the stored event.
+        if occurrence_event_id is None:
+            raise BadMessage("missing_event_id", "an occurrence without event needs event_id")
+        occurrence_document(message, occurrence_id, occurrence_event_id, group_type)
+        return Skip("no_event")  # the stored event's lookup is not built yet
+    event = message["event"]
+    # :193-194: `event.get(...)` on anything but an object fails.
     if not isinstance(event, dict):
         raise BadMessage("invalid_event", f"event is a JSON {type(event).__name__}")
-    if get("is_buffered_spans") is True:
-        return Skip("buffered_spans")
     event_project_id = event.get("project_id")
+    # :194-197
     if (
         type(event_project_id) is not int and not _is_int(event_project_id)
     ) or event_project_id != project_id:
@@ -197,50 +214,54 @@ def build_event(message: dict[str, Any]) -> Occurrence | Skip:
             f"({str(event_project_id)[:32]})",
         )
     raw_event_id = event.get("event_id")
-    if raw_event_id:
-        if occurrence_event_id is not None and raw_event_id == raw_occurrence_event_id:
-            event_id = occurrence_event_id  # the usual case: the same id, parsed once
-        else:
-            event_id = _hex_uuid(raw_event_id, "event.event_id")
-            if occurrence_event_id is not None and occurrence_event_id != event_id:
-                raise BadMessage(
-                    "event_id_mismatch",
-                    f"event_id in occurrence ({occurrence_event_id}) differs from the event's "
-                    f"({event_id})",
-                )
-    elif occurrence_event_id is not None:
-        event_id = occurrence_event_id
-    else:
+    # :198-199
+    if occurrence_event_id is None and not raw_event_id:
         raise BadMessage("missing_event_id", "neither the occurrence nor its event has event_id")
-    platform = event.get("platform")
-    if not isinstance(platform, str):
-        raise BadMessage("invalid_event", "event.platform must be a string")
-    timestamp = event.get("timestamp")
-    if type(timestamp) is not float and not (isinstance(timestamp, str) or _is_number(timestamp)):
-        raise BadMessage("invalid_event", "event.timestamp must be a number or a date string")
+    # :205: the event's own id is parsed whatever the occurrence says, so it must be there.
+    if not raw_event_id:
+        raise BadMessage("missing_event_id", "event.event_id is required")
+    if raw_event_id == raw_occurrence_event_id and occurrence_event_id is not None:
+        event_id = occurrence_event_id  # the usual case: the same id, parsed once
+    else:
+        event_id = _hex_uuid(raw_event_id, "event.event_id")
+    # :201-202 then `process_event_and_issue_occurrence` (:110-113): without a top-level id the
+    # occurrence takes the event's id as written, which must then equal its hex form.
+    document_event_id = occurrence_event_id if occurrence_event_id is not None else raw_event_id
+    if document_event_id != event_id:
+        raise BadMessage(
+            "event_id_mismatch",
+            f"event_id in occurrence ({str(document_event_id)[:40]}) differs from the event's "
+            f"({event_id})",
+        )
+    # :209: an absent `received` defaults to a datetime object, which both schemas refuse.
     received = event.get("received", _MISSING)
     if received is _MISSING:
-        raise BadMessage("invalid_event", "event.received is required")
-    if type(received) is not float and not (
-        received is None or isinstance(received, str) or _is_number(received)
-    ):
-        raise BadMessage("invalid_event", "event.received must be a number or a date string")
+        raise BadMessage("invalid_event_payload", "event.received is required")
 
     data: dict[str, Any] = {
         "event_id": event_id,
         "level": level,
-        "platform": platform,
+        "project_id": project_id,
+        "platform": event.get("platform"),
         "received": received,
         "tags": event.get("tags"),
-        "timestamp": timestamp,
+        "timestamp": event.get("timestamp"),
     }
-    # Key order is irrelevant: Relay writes its output in its own order.
     for key, value in event.items():
         if key in _OPTIONAL_EVENT_KEYS:
             data[key] = value
+    # :235-254: valid against the event schema, or else the legacy one.
+    error = schemas.error(data)
+    if error is not None:
+        raise BadMessage("invalid_event_payload", error)
+    document = occurrence_document(message, occurrence_id, event_id, group_type)
+    # :261-265, :312-313: buffered spans save no event, only the occurrence.
+    if get("is_buffered_spans") is True:
+        return Occurrence(occurrence_id, event_id, None, received, document)
+    del data["project_id"]  # `save_event_from_occurrence` pops it before normalizing
     data["metadata"] = {"title": issue_title}
     data["type"] = BUILT_EVENT_TYPE
-    return Occurrence(occurrence_id, event_id, data, received)
+    return Occurrence(occurrence_id, event_id, data, received, document)
 
 
 @dataclass(slots=True)
@@ -257,13 +278,16 @@ class Prepared:
     project_id: int
     event_id: str
     occurrence_id: str
-    # The event to normalize, as JSON; None once Relay has read it (`finish` drops it there).
+    # The event to normalize, as JSON; None once Relay has read it (`finish` drops it there),
+    # and for a buffered-spans occurrence, which saves no event (`buffered`).
     event_json: bytes | None
     # The occurrence document as the nodestore stores it.
     occurrence_json: bytes
     size: int
     received: Any
     decode_seconds: float
+    type_id: int = 0
+    buffered: bool = False
 
 
 class MessageDecoder:
@@ -291,19 +315,20 @@ class MessageDecoder:
         built = build_event(message)
         if isinstance(built, Skip):
             return built
-        message.pop("event")  # what is left is the occurrence document; no copy needed
         try:
             # Encoded once, here: the proof that it can be stored, and what the nodestore stores.
-            occurrence_json = dumps(message)
+            occurrence_json = dumps(built.document)
         except orjson.JSONEncodeError as error:
             # orjson reads 1024 levels of nesting but writes only 254: an occurrence between
             # the two would fail its nodestore write on every retry and stop the partition.
             raise BadMessage(
                 "too_deeply_nested", f"the occurrence document cannot be stored: {error}"
             ) from None
-        event_json = encode_event(built.event)  # what Relay reads
+        del message  # the parsed message dies here, before the event's JSON is made
+        buffered = built.event is None
+        event_json = None if built.event is None else encode_event(built.event)  # what Relay reads
         return Prepared(
-            message["project_id"],
+            built.document["project_id"],
             built.event_id,
             built.occurrence_id,
             event_json,
@@ -311,16 +336,25 @@ class MessageDecoder:
             len(value or b""),
             built.received,
             time.perf_counter() - started,
+            built.document["type"],
+            buffered,
         )
 
     def finish(self, batch: Sequence[Prepared]) -> list[Job | BadMessage]:
         """Normalize every prepared message, then make its Job: one result per message, in
         order, a BadMessage for an event Relay rejects (`normalization_failed`)."""
         clock = time.perf_counter
+        events = [prepared for prepared in batch if not prepared.buffered]
         if self.relay is None:
-            results, normalize_seconds = self._normalize_here(batch)
+            normalized, timed = self._normalize_here(events)
         else:
-            results, normalize_seconds = self._normalize_in_relay_process(batch, self.relay)
+            normalized, timed = self._normalize_in_relay_process(events, self.relay)
+        # A buffered-spans occurrence has no event to normalize: an empty one stands in.
+        outputs, timings = iter(normalized), iter(timed)
+        results: list[dict[str, Any] | BadMessage] = [
+            {} if p.buffered else next(outputs) for p in batch
+        ]
+        normalize_seconds = [0.0 if p.buffered else next(timings) for p in batch]
 
         started = clock()
         jobs: list[Job | BadMessage] = [
@@ -334,6 +368,8 @@ class MessageDecoder:
                 occurrence_json=prepared.occurrence_json,
                 size=prepared.size,
                 received=prepared.received,
+                type_id=prepared.type_id,
+                buffered=prepared.buffered,
             )
             for prepared, result in zip(batch, results, strict=True)
         ]

@@ -4,7 +4,8 @@ document of the batch in one batched upsert.
 `nodestore_insert` (the same epoch float for the whole batch, as Sentry computes it once per
 batch) is added to each event last, after `bytes.stored.event` was measured; the event is final
 from then on and encoded once (`Job.nodes`), so a retried save writes the same rows again. The
-occurrence document is the message without its `event`, encoded once when it was decoded.
+occurrence document (`occurrence.py`) was encoded once when it was decoded; a buffered-spans
+job writes that document only.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def event_document(job: Job, inserted: float) -> Any:
     )
 
 
+def _occurrence_node(job: Job, compression: Compression) -> tuple[str, str]:
+    return (
+        occurrence_node_id(job.occurrence_id, job.project_id),
+        encode_blob(orjson.Fragment(job.occurrence_json), compression=compression),
+    )
+
+
 def encode_nodes(jobs: Sequence[Job], inserted: float, compression: Compression) -> None:
     for job in jobs:
         document = event_document(job, inserted)
@@ -59,22 +67,25 @@ def encode_nodes(jobs: Sequence[Job], inserted: float, compression: Compression)
                 event_node_id(job.project_id, job.event_id),
                 encode_blob(document, compression=compression),
             ),
-            (
-                occurrence_node_id(job.occurrence_id, job.project_id),
-                encode_blob(orjson.Fragment(job.occurrence_json), compression=compression),
-            ),
+            _occurrence_node(job, compression),
         )
+
+
+def encode_occurrence_nodes(jobs: Sequence[Job], compression: Compression) -> None:
+    """The occurrence document alone, for buffered-spans jobs (Sentry saves no event there)."""
+    for job in jobs:
+        job.nodes = (_occurrence_node(job, compression),)
 
 
 def write_nodes(jobs: Sequence[Job], storage: StorageAPI) -> None:
     """Write the encoded rows of every job (all encoded). Durable when it returns; raises
     TransientError, and nothing of the batch may be committed then."""
-    rows = [node for job in jobs if job.nodes is not None for node in job.nodes]
-    if len(rows) != 2 * len(jobs):
+    if any(job.nodes is None for job in jobs):
         raise ValueError("write_nodes: every job must be encoded first")
+    rows = [node for job in jobs if job.nodes is not None for node in job.nodes]
     if rows:
         metrics.count_rows("nodestore_node", storage.nodestore.set_many_encoded(rows))
-        observe_event_ages(jobs, time.time())
+        observe_event_ages([job for job in jobs if not job.buffered], time.time())
 
 
 def received_epoch(received: Any) -> float | None:

@@ -4,7 +4,7 @@ Resolution (`resolve_releases`: one storage call for releases, one for dists, no
 then application (`apply_releases`: pure):
 
 1. Jobs with a release are grouped by (project, version); each group asks for its release with
-   the latest event time as `date_added`. Versions Sentry refuses (`Release.is_valid_version`)
+   the first job's event time as `date_added` (Sentry's order: the first event processed). Versions Sentry refuses (`Release.is_valid_version`)
    are not asked for: those jobs keep their raw release and get no tags.
 2. For a job whose release exists: the `release` tag is replaced by `sentry:release`; a `dist`
    is resolved within that release (`date_added` = the time of the first job of the batch that
@@ -49,16 +49,15 @@ def is_valid_version(value: Any) -> bool:
 
 
 def release_requests(jobs: Sequence[Job], projects: Mapping[int, Project]) -> list[ReleaseRequest]:
-    """One request per (project, valid version), `date_added` = its latest event time."""
-    latest: dict[tuple[int, str], datetime] = {}
+    """One request per (project, valid version), `date_added` = the time of the batch's first
+    job that names it: Sentry, one message at a time, creates the release with the first
+    processed event's time and leaves it alone afterwards."""
+    first: dict[tuple[int, str], datetime] = {}
     for job in jobs:
         if not job.release or not is_valid_version(job.release):
             continue
-        key = (job.project_id, job.release)
         assert job.datetime is not None
-        seen = latest.get(key)
-        if seen is None or job.datetime > seen:
-            latest[key] = job.datetime
+        first.setdefault((job.project_id, job.release), job.datetime)
     return [
         ReleaseRequest(
             organization_id=projects[project_id].organization_id,
@@ -67,7 +66,7 @@ def release_requests(jobs: Sequence[Job], projects: Mapping[int, Project]) -> li
             version=version,
             date_added=date_added,
         )
-        for (project_id, version), date_added in latest.items()
+        for (project_id, version), date_added in first.items()
     ]
 
 

@@ -3,7 +3,10 @@
     OccurrencePipeline.save(jobs)
       projects            storage.projects: unknown → rejected, soft-deleted → skipped
       save_generic_events
-        organizations     storage.organizations: unknown → rejected, soft-deleted → skipped
+        organizations     storage.organizations: unknown → rejected, soft-deleted → skipped;
+                          an unreleased group type without the organization's ingest feature
+                          (storage.organization_options) → rejected
+        (buffered-spans jobs: only their occurrence document is encoded and written)
         normalize         user_agent.py: the user-agent contexts (Relay ran in decode)
         pull_out          toplevel.py: release, dist, environment... and their tags (§2.0)
         releases          releases.py      (storage.releases, storage.distributions)
@@ -36,13 +39,19 @@ from datetime import UTC, datetime
 
 from consumer import metrics
 from consumer.errors import StaleCache
+from consumer.pipeline import group_types
 from consumer.pipeline.environments import apply_environments, resolve_environments
 from consumer.pipeline.event_metrics import apply_event_metrics
 from consumer.pipeline.interface_tags import apply_interface_tags
 from consumer.pipeline.issues import save_issue_occurrences
 from consumer.pipeline.job import Job
 from consumer.pipeline.metadata import apply_metadata
-from consumer.pipeline.nodes import encode_nodes, inserted_now, write_nodes
+from consumer.pipeline.nodes import (
+    encode_nodes,
+    encode_occurrence_nodes,
+    inserted_now,
+    write_nodes,
+)
 from consumer.pipeline.normalize import user_agent_contexts
 from consumer.pipeline.plugins import apply_plugin_tags
 from consumer.pipeline.releases import apply_releases, resolve_releases
@@ -129,19 +138,55 @@ def save_generic_events(
                 job.skip("organization_deleted")
             else:
                 live.append(job)
+        with times("organizations"):
+            refuse_disabled_types(live, projects, storage)
+        saved = [job for job in live if job.outcome is None]
 
-        pending = [job for job in live if job.nodes is None]
+        pending = [job for job in saved if job.nodes is None]
+        buffered = [job for job in pending if job.buffered]
+        if buffered:
+            with times("nodestore"):
+                encode_occurrence_nodes(buffered, storage.nodestore.compression)
+        pending = [job for job in pending if not job.buffered]
         if pending:
             fresh = [job for job in pending if not job.pulled]  # not seen by an earlier attempt
             times.add("decode", sum(job.decode_seconds for job in fresh))
             times.add("normalize", sum(job.normalize_seconds for job in fresh))
             prepare_events(pending, projects, storage, times, user_agents or _default_user_agents())
         with times("nodestore"):
-            write_nodes(live, storage)
+            write_nodes(saved, storage)
         with times("groups"):
-            save_issue_occurrences(live, projects, storage)
+            save_issue_occurrences(saved, projects, storage)
     finally:
         times.observe()
+
+
+def refuse_disabled_types(
+    jobs: Sequence[Job], projects: Mapping[int, Project], storage: StorageAPI
+) -> None:
+    """Reject the jobs whose group type is unreleased and not enabled for their organization
+    (Sentry's `allow_ingest`, `occurrence_consumer.py:302-310`, drops them); one storage call,
+    made only when the batch holds an unreleased type."""
+    gated = []
+    for job in jobs:
+        group_type = group_types.get(job.type_id)
+        assert group_type is not None, "decode refuses unregistered types"
+        if group_type.ingest_feature is not None:
+            gated.append((job, group_type.ingest_feature))
+    if not gated:
+        return
+    options = storage.organization_options(
+        {projects[job.project_id].organization_id for job, _ in gated},
+        {feature for _, feature in gated},
+    )
+    for job, feature in gated:
+        organization_id = projects[job.project_id].organization_id
+        if options.get(organization_id, {}).get(feature) is not True:
+            job.reject(
+                "group_type_not_enabled",
+                f"type {job.type_id} is unreleased and organization {organization_id} lacks "
+                f"{feature}",
+            )
 
 
 StepTimer = Callable[[metrics.Step], AbstractContextManager[None]]

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from psycopg import Connection
 
 from consumer.errors import AdminError
-from consumer.storage import project_options
+from consumer.storage import organization_options, project_options
 from consumer.storage.models import Organization, Project
 from consumer.storage.pool import transaction
 from consumer.storage.store import ORGANIZATION, PROJECT, Storage
@@ -122,6 +122,26 @@ def set_project_option(storage: Storage, project_id: int, key: str, value: Any) 
             raise AdminError(f"no live project with id {project_id}")
         project_options.set_option(conn, project_id, key, value)
     return storage.options.evict([project_id])
+
+
+def set_organization_option(storage: Storage, slug: str, key: str, value: Any) -> int:
+    """Set (or with None remove) one option of a live organization, as JSON text; returns the
+    organization's id. Ingest features of unreleased group types are options named after the
+    feature, e.g. `organizations:feedback-ingest` = true (`pipeline/group_types.py`). Read
+    uncached by the worker, so it takes effect on the next batch."""
+    with transaction(storage.pool) as conn:
+        row = conn.execute(
+            "SELECT id FROM sentry_organization WHERE slug = %s AND date_deleted IS NULL", (slug,)
+        ).fetchone()
+        if row is None:
+            raise AdminError(f"no live organization with slug {slug!r}")
+        organization_id = row[0]
+        assert isinstance(organization_id, int)
+        try:
+            organization_options.set_option(conn, organization_id, key, value)
+        except ValueError as error:
+            raise AdminError(str(error)) from None
+    return organization_id
 
 
 def rename_organization(storage: Storage, organization_id: int, slug: str) -> Changed[Organization]:

@@ -41,7 +41,13 @@ import psycopg_pool
 from consumer import metrics
 from consumer.errors import StaleCache
 from consumer.settings import Settings
-from consumer.storage import distribution_rows, environment_rows, group_rows, release_rows
+from consumer.storage import (
+    distribution_rows,
+    environment_rows,
+    group_rows,
+    organization_options,
+    release_rows,
+)
 from consumer.storage.link_cache import LinkCache
 from consumer.storage.model_cache import ModelCache, ModelSpec
 from consumer.storage.models import (
@@ -178,6 +184,14 @@ class Storage:
     def environments_by_id(self, ids: Iterable[int]) -> dict[int, Environment]:
         """Environments by id through the model cache (one round trip, at most one query)."""
         return self.environment_cache.get_many_from_cache(ids)
+
+    def organization_options(
+        self, organization_ids: Iterable[int], keys: Iterable[str]
+    ) -> dict[int, dict[str, Any]]:
+        """The options asked of each organization that has them (`sentry_organizationoptions`,
+        JSON values); one query, uncached."""
+        with connection(self.pool) as conn:
+            return organization_options.get_many(conn, organization_ids, keys)
 
     def project_options(self, project_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """All options of each project (`sentry_projectoptions`, JSON values), cached; every

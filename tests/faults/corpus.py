@@ -249,7 +249,8 @@ def _invalid_release(
     return change
 
 
-def _wrong_event_types(occurrence: Occurrence, _context: Context) -> frozenset[str]:
+def _wrong_event_types(occurrence: Occurrence, _context: Context) -> None:
+    """Types Sentry's event schemas refuse (a string `user`, `tags`...): a dead letter."""
     event = occurrence["event"]
     event.update(
         user="not a user",
@@ -266,7 +267,6 @@ def _wrong_event_types(occurrence: Occurrence, _context: Context) -> frozenset[s
         dist=6,
         release={"not": "a release"},
     )
-    return frozenset()
 
 
 def _huge_strings(occurrence: Occurrence, _context: Context) -> frozenset[str]:
@@ -282,9 +282,8 @@ def _huge_strings(occurrence: Occurrence, _context: Context) -> frozenset[str]:
 
 
 def _extreme_numbers(occurrence: Occurrence, _context: Context) -> frozenset[str]:
-    occurrence["detection_time"] = 1e308
-    occurrence["initial_issue_priority"] = 2**63 - 1
-    occurrence["type"] = 2**63 - 1
+    # (a `detection_time` of 1e308 is no time Sentry parses: a dead letter, `invalid_field`)
+    occurrence["initial_issue_priority"] = 2**63 - 1  # (an extreme `type` is no registered type)
     event = occurrence["event"]
     event["timestamp"] = 1e20  # clamped by Relay
     event["extra"] = {"big": 2**64 - 1, "small": -(2**63), "tiny": 5e-324}
@@ -325,9 +324,15 @@ KINDS: list[Kind] = [
     _spoiled("missing_fingerprint", "schema_violation", change=_delete("fingerprint")),
     _spoiled("missing_issue_title", "missing_field", change=_delete("issue_title")),
     _spoiled("missing_detection_time", "missing_field", change=_delete("detection_time")),
-    _spoiled("missing_event_platform", "invalid_event", change=_delete("event", "platform")),
-    _spoiled("missing_event_timestamp", "invalid_event", change=_delete("event", "timestamp")),
-    _spoiled("missing_event_received", "invalid_event", change=_delete("event", "received")),
+    _spoiled(
+        "missing_event_platform", "invalid_event_payload", change=_delete("event", "platform")
+    ),
+    _spoiled(
+        "missing_event_timestamp", "invalid_event_payload", change=_delete("event", "timestamp")
+    ),
+    _spoiled(
+        "missing_event_received", "invalid_event_payload", change=_delete("event", "received")
+    ),
     _spoiled("missing_event_ids", "missing_event_id", change=_no_event_ids),
     # --------------------------------------------------------------- wrong types
     _spoiled("id_not_a_string", "schema_violation", change=_set(123, "id")),
@@ -342,12 +347,14 @@ KINDS: list[Kind] = [
     _spoiled("payload_type_number", "schema_violation", change=_set(5, "payload_type")),
     _spoiled("event_id_number", "invalid_id", change=_set(5, "event_id")),
     _spoiled("detection_time_string", "invalid_field", change=_set("yesterday", "detection_time")),
-    _spoiled("level_number", "invalid_field", change=_set(40, "level")),
+    _spoiled("level_number", "invalid_event_payload", change=_set(40, "level")),
     _spoiled("event_string", "invalid_event", change=_set("an event", "event")),
     _spoiled("event_list", "invalid_event", change=_set(["an", "event"], "event")),
-    _spoiled("event_platform_number", "invalid_event", change=_set(5, "event", "platform")),
-    _spoiled("event_timestamp_object", "invalid_event", change=_set({}, "event", "timestamp")),
-    _spoiled("event_received_list", "invalid_event", change=_set([1], "event", "received")),
+    _spoiled("event_platform_number", "invalid_event_payload", change=_set(5, "event", "platform")),
+    _spoiled(
+        "event_timestamp_object", "invalid_event_payload", change=_set({}, "event", "timestamp")
+    ),
+    _spoiled("event_received_list", "invalid_event_payload", change=_set([1], "event", "received")),
     _spoiled(
         "event_project_id_string", "project_mismatch", change=_set("5", "event", "project_id")
     ),
@@ -356,7 +363,7 @@ KINDS: list[Kind] = [
     _spoiled("event_id_not_a_uuid", "invalid_id", change=_set("zz" * 16, "event_id")),
     _spoiled("event_id_mismatch", "event_id_mismatch", change=_other_event_id),
     _spoiled("project_mismatch", "project_mismatch", change=_other_project),
-    _spoiled("type_beyond_u64", "invalid_field", change=_set(2**70, "type")),
+    _spoiled("type_beyond_u64", "unknown_group_type", change=_set(2**70, "type")),
     _spoiled(
         "unknown_payload_type", "unknown_payload_type", change=_set("feedback_v9", "payload_type")
     ),
@@ -401,11 +408,12 @@ KINDS: list[Kind] = [
     _odd("release_with_slash", _invalid_release("backend/1.0", "2")),
     _odd("release_blank", _invalid_release("   ")),
     _odd("release_too_long", _invalid_release("v" * 300)),
-    _odd("release_number", _invalid_release(42, "3")),
+    # Sentry's event schemas want a string release: a dead letter.
+    _spoiled("release_number", "invalid_event_payload", change=_set(42, "event", "release")),
     _odd("dist_with_space", _invalid_release("backend@9.9.9", "has space")),
     _odd("dist_too_long", _invalid_release("backend@9.9.9", "d" * 100)),
     _odd("dist_sql", _invalid_release("backend@9.9.9", SQL)),
-    _odd("event_fields_wrong_types", _wrong_event_types),
+    _spoiled("event_fields_wrong_types", "invalid_event_payload", change=_wrong_event_types),
     _odd("huge_strings", _huge_strings),
     _odd("extreme_numbers", _extreme_numbers),
     _odd("unicode", _unicode),

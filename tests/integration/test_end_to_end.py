@@ -24,6 +24,7 @@ from consumer.settings import Settings
 from consumer.storage.nodestore import event_node_id, occurrence_node_id
 from consumer.worker import Worker, run_worker
 from tests.integration.helpers import end_offsets, make_project, nodestore_documents, produce_events
+from tests.unit.pipeline.samples import expected_document
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +54,7 @@ def _check_saved(db: psycopg.Connection[Any], sent: list[dict[str, Any]]) -> Non
             # Relay moves a query string out of the URL into `request.query_string`
             assert stored["request"]["url"] == event["request"]["url"].split("?", 1)[0]
         assert isinstance(stored["nodestore_insert"], float)
-        expected_occurrence = {k: v for k, v in message.items() if k != "event"}
-        assert occurrences[occurrence_node]["id"] == expected_occurrence["id"]
-        assert occurrences[occurrence_node]["fingerprint"] == expected_occurrence["fingerprint"]
+        assert occurrences[occurrence_node] == expected_document(message)
 
 
 def _relay_process(settings: Settings, mode: str) -> Settings:

@@ -136,6 +136,14 @@ def test_the_admin_commands(
     assert run(capsys, "projects", "set-option", str(project_id), "mail:enabled", "--unset")[0] == 0
     assert storage.project_options([project_id]) == {project_id: {}}  # the command evicted it
 
+    # An unreleased group type's ingest feature, as an organization option.
+    feature = "organizations:uptime-domain-failure-ingest"
+    assert run(capsys, "orgs", "set-option", f"cli-{unique}", feature, "true")[0] == 0
+    assert storage.organization_options([org_id], [feature, "other"]) == {org_id: {feature: True}}
+    assert run(capsys, "orgs", "set-option", f"cli-{unique}", feature, "--unset")[0] == 0
+    assert storage.organization_options([org_id], [feature]) == {}
+    assert run(capsys, "orgs", "set-option", f"nope-{unique}", feature, "true")[0] == 1
+
     assert storage.project_cache.get_from_cache(id=project_id) is not None  # now cached
     code, out, _ = run(capsys, "projects", "delete", str(project_id))
     assert code == 0 and out.startswith(f"project {project_id} deleted at")

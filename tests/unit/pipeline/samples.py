@@ -13,6 +13,7 @@ environment, user tag, `_metrics`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import uuid
@@ -45,11 +46,23 @@ FORWARDED = {
 }
 
 
+# Samples whose event Sentry's occurrence consumer refuses: invalid against both of its event
+# schemas (`cocoa.json` sends breadcrumbs as a bare list and `dist` ... both schemas refuse one
+# of them; `generic-event.json` sends `dist` as an object). Checked against `jsonschema`, the
+# library Sentry validates with, in `test_event_schema.py`.
+REFUSED_BY_SENTRY = frozenset({"cocoa.json", "generic-event.json"})
+
+
 @dataclass(frozen=True)
 class Sample:
     name: str
     raw: bytes
     event: dict[str, Any] | None  # None when the file is not valid JSON
+
+    @property
+    def accepted(self) -> bool:
+        """Valid JSON whose event Sentry's occurrence consumer takes."""
+        return self.event is not None and self.name not in REFUSED_BY_SENTRY
 
 
 def load_samples(samples_dir: Path) -> list[Sample]:
@@ -247,3 +260,39 @@ def check_stored_event(
         k: v for k, v in stored["_metrics"].items() if k != "bytes.stored.event"
     }
     assert stored["_metrics"]["bytes.stored.event"] == len(orjson.dumps(measured).decode())
+
+
+# The group types' default priorities the documents below expect (Sentry's `grouptype.py`).
+DEFAULT_PRIORITY = {1001: 25, 1006: 25, 2007: 25, 4001: 75, 6001: 50}
+
+
+def expected_document(message: dict[str, Any]) -> dict[str, Any]:
+    """The occurrence document Sentry's `IssueOccurrence.to_dict` writes for a message built by
+    the load generator (hex ids, numeric detection time, no assignee), restated from Sentry's
+    code rather than from the pipeline's."""
+    priority = message.get("initial_issue_priority")
+    return {
+        "id": uuid.UUID(message["id"]).hex,
+        "project_id": message["project_id"],
+        "event_id": uuid.UUID(message.get("event_id") or message["event"]["event_id"]).hex,
+        "fingerprint": [
+            hashlib.md5(part.encode(), usedforsecurity=False).hexdigest()
+            for part in message["fingerprint"]
+        ],
+        "issue_title": message["issue_title"],
+        "subtitle": message["subtitle"],
+        "resource_id": message.get("resource_id"),
+        "evidence_data": message.get("evidence_data"),
+        "evidence_display": [
+            {"name": e["name"], "value": e["value"], "important": e["important"]}
+            for e in message["evidence_display"]
+        ],
+        "type": message["type"],
+        "detection_time": datetime.fromtimestamp(message["detection_time"], UTC).timestamp(),
+        "level": message.get("level") or "info",
+        "culprit": message.get("culprit") or "",
+        "initial_issue_priority": DEFAULT_PRIORITY[message["type"]]
+        if priority is None
+        else priority,
+        "assignee": None,
+    }

@@ -263,10 +263,10 @@ def _job_with(document: dict[str, Any], **event_fields: Any) -> Any:
 @pytest.mark.parametrize(
     ("document", "outcome"),
     [
-        ({"fingerprint": ["a", "b"], "type": 1001, "level": "error"}, None),
+        ({"fingerprint": list(hash_fingerprint(["a", "b"])), "type": 1001, "level": "error"}, None),
         ({"fingerprint": [], "type": 1001}, "empty_fingerprint"),
         ({"type": 1001}, "empty_fingerprint"),
-        ({"fingerprint": ["a"], "type": 1001, "level": "warn"}, None),  # Relay's level repairs
+        ({"fingerprint": ["0" * 32], "type": 1001, "level": "warn"}, None),  # Relay's level
     ],
 )
 def test_issue_occurrence_from_a_job(
@@ -277,7 +277,7 @@ def test_issue_occurrence_from_a_job(
     built = issue_occurrence(made, project)
     if outcome is None:
         assert built is not None and made.outcome is None
-        assert built.hashes == hash_fingerprint(document["fingerprint"])
+        assert built.hashes == tuple(document["fingerprint"])  # hashed by the decoder
         assert built.values.priority == DEFAULT_PRIORITY  # no initial_issue_priority
     else:
         assert built is None and made.outcome is not None
@@ -302,8 +302,9 @@ def test_priority_comes_from_the_occurrence(storage: MemoryStorage) -> None:
 
 def test_saving_twice_counts_once_and_finds_groups_by_any_hash(storage: MemoryStorage) -> None:
     """CONTRACT §9.7 and the newer multi-hash rule (reference §7, PR #87311)."""
-    first = _job_with({"fingerprint": ["a"], "type": 1001})
-    second = _job_with({"fingerprint": ["b", "a"], "type": 1001})  # "a" links it to the group
+    a, b = hash_fingerprint(["a", "b"])
+    first = _job_with({"fingerprint": [a], "type": 1001})
+    second = _job_with({"fingerprint": [b, a], "type": 1001})  # "a" links it to the group
     projects = storage.projects_by_id
     save_issue_occurrences([first, second], projects, storage)
     save_issue_occurrences([first, second], projects, storage)  # a replay

@@ -44,7 +44,7 @@ def _assert_same(raw: bytes) -> None:
 
 def _built(value: bytes) -> dict[str, Any]:
     built = build_event(parse(value))
-    assert isinstance(built, Occurrence)
+    assert isinstance(built, Occurrence) and built.event is not None
     return built.event
 
 
@@ -52,10 +52,11 @@ def test_same_as_the_library_on_every_sample(samples_dir: Path) -> None:
     rng = random.Random(8)
     checked = 0
     for sample in load_samples(samples_dir):
-        if sample.event is not None:
+        if sample.accepted:
+            assert sample.event is not None
             _assert_same(orjson.dumps(_built(wrap_event(sample.event, 1, rng)[1])))
             checked += 1
-    assert checked == 46
+    assert checked == 44
 
 
 def test_same_as_the_library_on_sdk_events() -> None:

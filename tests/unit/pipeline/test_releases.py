@@ -94,22 +94,25 @@ def test_no_release_no_call(storage: MemoryStorage) -> None:
     assert storage.calls == [] and made.dist_id is None
 
 
-def test_date_added_is_the_latest_event_time_per_project_and_version(
+def test_date_added_is_the_first_processed_event_time_per_project_and_version(
     storage: MemoryStorage,
 ) -> None:
+    """Sentry saves one message at a time: the first event processed creates the release with
+    its own time (`event_manager.py:709-792`, `Release.get_or_create(date_added=...)`), and the
+    later ones, earlier or later in time, find it. Not the batch's latest event time."""
     storage.add_project(2, 1)
     base = datetime(2024, 5, 1, tzinfo=UTC)
     made = _jobs(
         storage,
-        {"release": "r1", "timestamp": base.timestamp()},
-        {"release": "r1", "timestamp": (base + timedelta(hours=2)).timestamp()},
         {"release": "r1", "timestamp": (base + timedelta(hours=1)).timestamp()},
+        {"release": "r1", "timestamp": (base + timedelta(hours=2)).timestamp()},
+        {"release": "r1", "timestamp": base.timestamp()},
         {"release": "r1", "timestamp": base.timestamp(), "project_id": 2},
         {"release": "r2", "timestamp": base.timestamp()},
     )
     requests = release_requests(made, storage.projects_by_id)
     assert [(r.project_id, r.version, r.date_added) for r in requests] == [
-        (1, "r1", base + timedelta(hours=2)),
+        (1, "r1", base + timedelta(hours=1)),
         (2, "r1", base),
         (1, "r2", base),
     ]

@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from consumer.errors import BadMessage
 from consumer.loadgen.occurrences import wrap_event
 from consumer.loadgen.sdk import capture_events
 from consumer.pipeline import contexts, interfaces, save, user_agent
@@ -75,11 +76,21 @@ def sample_messages(samples_dir: Path) -> list[bytes]:
     rng = random.Random(32)
     messages = []
     for sample in load_samples(samples_dir):
-        if sample.event is not None:  # the two files that are not JSON are never saved
+        if sample.accepted and sample.event is not None:  # never saved: see `accepted`
             # each sample twice, with and without a release dist and user of its own
             messages.append(wrap_event(sample.event, PROJECT_ID, rng)[1])
             messages.append(wrap_event(_varied(sample.event, rng), PROJECT_ID, rng)[1])
-    return messages
+    # A variation Sentry's event schemas refuse (list tags beside bare-list breadcrumbs) is
+    # never stored: it is left out.
+    return [value for value in messages if _accepted(value)]
+
+
+def _accepted(value: bytes) -> bool:
+    try:
+        build_event(parse(value))
+    except BadMessage:
+        return False
+    return True
 
 
 def _varied(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -116,6 +127,7 @@ def _copy(job: Job) -> Job:
         occurrence_json=job.occurrence_json,
         size=job.size,
         received=job.received,
+        type_id=job.type_id,
     )
 
 
@@ -171,7 +183,7 @@ def _compare(messages: list[bytes], options: dict[str, Any], monkeypatch: Any) -
 def test_sample_events_are_stored_as_before(
     sample_messages: list[bytes], options: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _compare(sample_messages, options, monkeypatch) == 92
+    assert _compare(sample_messages, options, monkeypatch) == 87
 
 
 @pytest.mark.parametrize("options", [{}, OPTIONS], ids=["default plugins", "other plugins"])

@@ -52,7 +52,7 @@ _USER_AGENTS = user_agent_contexts()
 
 def _built(value: bytes) -> dict[str, Any]:
     built = build_event(parse(value))
-    assert isinstance(built, Occurrence)
+    assert isinstance(built, Occurrence) and built.event is not None
     return built.event
 
 
@@ -61,13 +61,13 @@ def test_identical_to_relay_on_every_sample(samples_dir: Path) -> None:
     rng = random.Random(3)
     checked = with_user_agent = 0
     for sample in load_samples(samples_dir):
-        if sample.event is None:
+        if not sample.accepted or sample.event is None:
             continue
         event_body = _built(wrap_event(sample.event, 1, rng)[1])
         result = _same_as_relay(normalizer, event_body)
         checked += 1
         with_user_agent += user_agent_info(result) not in (None, (None,) * 5)
-    assert checked == 46
+    assert checked == 44
     assert with_user_agent >= 10, "the samples should exercise user agents"
 
 

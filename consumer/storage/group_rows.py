@@ -72,6 +72,12 @@ class Written:
     group_releases: int = 0
 
 
+def _text(value: str | None) -> str | None:
+    """A string for a text column: PostgreSQL's text holds no NUL character, which a title or
+    culprit may carry (in JSON, `data`, it is escaped and kept)."""
+    return value.replace("\x00", "") if value and "\x00" in value else value
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -290,8 +296,8 @@ def save(
             "ongoing": ONGOING,
             "project": [o.project_id for o in creating],
             "level": [o.values.level for o in creating],
-            "message": [o.values.message for o in creating],
-            "view": [o.values.culprit for o in creating],
+            "message": [_text(o.values.message) for o in creating],
+            "view": [_text(o.values.culprit) for o in creating],
             "platform": [o.values.platform for o in creating],
             "seen": [o.datetime for o in creating],
             "release": [o.release_id for o in creating],
@@ -375,8 +381,8 @@ def save(
                 "status": [c.status for c in changes],
                 "substatus": [c.substatus for c in changes],
                 "level": [c.level for c in changes],
-                "message": [c.message for c in changes],
-                "view": [c.culprit for c in changes],
+                "message": [_text(c.message) for c in changes],
+                "view": [_text(c.culprit) for c in changes],
                 "first_seen": [c.first_seen for c in changes],
                 "last_seen": [c.last_seen for c in changes],
                 "active_at": [c.active_at for c in changes],

@@ -5,6 +5,7 @@ regression with its activity and history; two processes racing on the same new f
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import random
@@ -373,3 +374,25 @@ def test_two_workers_racing_on_new_fingerprints_create_one_group_each(
         assert process.exitcode == 0
     assert sum(created) == 300, "each group reported new by exactly one worker"
     check_groups(db, shared + own[0] + own[1])
+
+
+def test_a_nul_character_in_the_title_or_culprit_does_not_fail_the_batch(
+    storage: Storage, db: psycopg.Connection[Any], unique: str
+) -> None:
+    """PostgreSQL's text holds no NUL: the group's message and culprit lose it (its JSON `data`
+    keeps it escaped), and the batch is saved, created and updated alike."""
+    org_id, project = make_project(db, unique)
+    sent = Sent(project, org_id, uuid.uuid4().hex, "fp-nul", 0, None, None, None, "")
+    base = occurrence(sent)
+    nul = dataclasses.replace(
+        base,
+        values=dataclasses.replace(base.values, message="bad\x00title", culprit="app\x00view"),
+    )
+    storage.save_groups([nul], fold)
+    again = Sent(project, org_id, uuid.uuid4().hex, "fp-nul", 60, None, None, None, "")
+    storage.save_groups([dataclasses.replace(occurrence(again), values=nul.values)], fold)
+    row = db.execute(
+        "SELECT message, view, times_seen FROM sentry_groupedmessage WHERE project_id = %s",
+        (project,),
+    ).fetchone()
+    assert row == ("badtitle", "appview", 2)

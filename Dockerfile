@@ -5,14 +5,14 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY requirements ./requirements
+COPY requirements.txt requirements-dev.txt ./
 COPY consumer ./consumer
 # The package's wheel, built with the locked setuptools, and wheels of the locked runtime
 # dependencies, so the runtime stage installs offline.
-RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/dev.txt \
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements-dev.txt \
     && pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
     && pip download --no-cache-dir --require-hashes --no-deps --dest /wheels/deps \
-       -r requirements/runtime.txt
+       -r requirements.txt
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -24,9 +24,9 @@ RUN groupadd --system --gid 10001 consumer \
     && useradd --system --uid 10001 --gid consumer --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin consumer
 COPY --from=build /wheels /wheels
-COPY requirements/runtime.txt /wheels/runtime.txt
+COPY requirements.txt /wheels/requirements.txt
 RUN pip install --no-index --find-links=/wheels/deps --require-hashes --no-deps \
-       -r /wheels/runtime.txt \
+       -r /wheels/requirements.txt \
     && pip install --no-index --no-deps /wheels/sentry_generic_consumer-*.whl && rm -rf /wheels
 WORKDIR /app
 USER consumer:consumer

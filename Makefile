@@ -1,14 +1,14 @@
 # The two commands of the README: `make demo` (the main job, end to end) and `make test`.
 # Everything they need is installed here: a virtual environment in .venv with the exact versions
-# of requirements/dev.txt (the lock), and Kafka, PostgreSQL and Redis through scripts/services.py
+# of requirements-dev.txt (the lock), and Kafka, PostgreSQL and Redis through scripts/services.py
 # (downloads, data and logs under .cache/; README "Prerequisites" says where PostgreSQL's are).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-LOCK := requirements/dev.txt
-RUNTIME_LOCK := requirements/runtime.txt
+LOCK := requirements-dev.txt
+RUNTIME_LOCK := requirements.txt
 
 .PHONY: venv services services-down tools demo test unit integration lint faults bench \
 	clean lock upgrade

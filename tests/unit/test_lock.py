@@ -13,8 +13,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-DEV_LOCK = ROOT / "requirements" / "dev.txt"
-RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
+DEV_LOCK = ROOT / "requirements-dev.txt"
+RUNTIME_LOCK = ROOT / "requirements.txt"
 PINNED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 

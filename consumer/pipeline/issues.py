@@ -33,6 +33,9 @@ from consumer.pipeline.job import Job
 from consumer.pipeline.storage_api import StorageAPI
 from consumer.storage.models import GroupValues, IssueOccurrence, Project
 
+# What the group's `priority` column (a PostgreSQL integer) holds.
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+
 
 def issue_occurrence(job: Job, project: Project) -> IssueOccurrence | None:
     """The occurrence of a saved job as grouping sees it; None (and the job rejected) when it
@@ -57,6 +60,10 @@ def issue_occurrence(job: Job, project: Project) -> IssueOccurrence | None:
     priority = document.get("initial_issue_priority")
     if priority is None:  # the document always has one; kept for documents of older versions
         priority = DEFAULT_PRIORITY
+    if not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        # Sentry's insert of such a group fails and the message is lost: a dead letter here.
+        job.reject("invalid_field", f"initial_issue_priority {str(priority)[:32]} is out of range")
+        return None
     event_metadata = job.data.get("metadata")
     return IssueOccurrence(
         project_id=job.project_id,

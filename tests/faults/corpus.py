@@ -283,7 +283,7 @@ def _huge_strings(occurrence: Occurrence, _context: Context) -> frozenset[str]:
 
 def _extreme_numbers(occurrence: Occurrence, _context: Context) -> frozenset[str]:
     # (a `detection_time` of 1e308 is no time Sentry parses: a dead letter, `invalid_field`)
-    occurrence["initial_issue_priority"] = 2**63 - 1  # (an extreme `type` is no registered type)
+    # (an extreme `type` is no registered type, an extreme priority no group's: dead letters)
     event = occurrence["event"]
     event["timestamp"] = 1e20  # clamped by Relay
     event["extra"] = {"big": 2**64 - 1, "small": -(2**63), "tiny": 5e-324}

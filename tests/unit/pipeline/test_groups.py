@@ -314,3 +314,11 @@ def test_saving_twice_counts_once_and_finds_groups_by_any_hash(storage: MemorySt
     (group,) = storage.groups.values()
     assert group.times_seen == 2
     assert storage.short_ids[group.id] == 1
+
+
+@pytest.mark.parametrize("priority", [2**63 - 1, 2**31, -(2**31) - 1, "high", 7.5])
+def test_a_priority_no_group_can_hold_is_rejected(storage: MemoryStorage, priority: Any) -> None:
+    """Sentry's insert of such a group fails and loses the message; here a dead letter."""
+    made = _job_with({"fingerprint": ["a"], "type": 1001, "initial_issue_priority": priority})
+    assert issue_occurrence(made, storage.projects_by_id[PROJECT_ID]) is None
+    assert made.outcome is not None and made.outcome.reason == "invalid_field"
